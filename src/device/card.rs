@@ -1,0 +1,693 @@
+//! The sound card's state: two PCM streams (playback and capture on one ALSA device),
+//! the I/O the guest has queued on them, and the connection they are served on.
+//!
+//! One mutex guards it all. Everything done under it is short (a period's copy at
+//! most), so control requests are answered within microseconds whatever the pipeline
+//! is doing; GStreamer is never called with the lock held.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+
+use log::{debug, warn};
+use vhost_user_backend::{VringRwLock, VringT};
+use vm_memory::{GuestAddressSpace, GuestMemoryAtomic};
+
+use super::clock::{MonotonicClock, PacerClock};
+use super::formats::{self, PcmParams};
+use super::io::{self, GuestMem, IoMessage, Malformed, SegList};
+use super::pcm::{PcmRequest, PcmState, Transition};
+use super::wire::{self, D_INPUT, D_OUTPUT};
+
+/// The two streams the card has, in stream-id order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Direction {
+    Playback,
+    Capture,
+}
+
+impl Direction {
+    pub const ALL: [Direction; 2] = [Direction::Playback, Direction::Capture];
+
+    pub fn stream_id(self) -> u32 {
+        match self {
+            Direction::Playback => 0,
+            Direction::Capture => 1,
+        }
+    }
+
+    pub fn from_stream_id(id: u32) -> Option<Self> {
+        match id {
+            0 => Some(Direction::Playback),
+            1 => Some(Direction::Capture),
+            _ => None,
+        }
+    }
+
+    pub fn wire(self) -> u8 {
+        match self {
+            Direction::Playback => D_OUTPUT,
+            Direction::Capture => D_INPUT,
+        }
+    }
+
+    pub fn queue(self) -> usize {
+        match self {
+            Direction::Playback => wire::QUEUE_TX,
+            Direction::Capture => wire::QUEUE_RX,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Direction::Playback => "playback",
+            Direction::Capture => "capture",
+        }
+    }
+
+    fn index(self) -> usize {
+        self.stream_id() as usize
+    }
+}
+
+/// What happened on the card, for the elements to tell the application.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DeviceEvent {
+    Connected,
+    Disconnected,
+    Stream {
+        direction: Direction,
+        request: PcmRequest,
+        params: Option<PcmParams>,
+    },
+}
+
+/// A stream as an element sees it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StreamSnapshot {
+    pub state: PcmState,
+    pub params: Option<PcmParams>,
+    pub connected: bool,
+    /// Guest period boundaries completed since START (pacing tests count these).
+    pub periods: u64,
+}
+
+struct Stream {
+    dir: Direction,
+    state: PcmState,
+    params: Option<PcmParams>,
+    pending: VecDeque<IoMessage>,
+    /// An element completes this stream's periods itself (vhostsndsrc in PLAYING or in
+    /// non-live mode); the internal pacer leaves it alone.
+    external: bool,
+    clock: Arc<dyn PacerClock>,
+    /// Bumped whenever what the pacer waits for changes.
+    generation: u64,
+    /// Start of the current run on `clock`, and frames completed since.
+    origin: Option<u64>,
+    frames_done: u64,
+    periods: u64,
+    /// Capture only: audio from vhostsndsink waiting for the guest.
+    fifo: VecDeque<u8>,
+    /// Playback only: what the pipeline behind vhostsndsrc adds, told to the guest.
+    downstream_latency_ns: u64,
+    scratch: Vec<u8>,
+}
+
+impl Stream {
+    fn new(dir: Direction) -> Self {
+        Stream {
+            dir,
+            state: PcmState::Idle,
+            params: None,
+            pending: VecDeque::new(),
+            external: false,
+            clock: Arc::new(MonotonicClock::new()),
+            generation: 0,
+            origin: None,
+            frames_done: 0,
+            periods: 0,
+            fifo: VecDeque::new(),
+            downstream_latency_ns: 0,
+            scratch: Vec::new(),
+        }
+    }
+
+    fn changed(&mut self) {
+        self.generation = self.generation.wrapping_add(1);
+        self.origin = None;
+        self.frames_done = 0;
+        self.clock.interrupt();
+    }
+
+    fn frame_bytes(&self) -> u32 {
+        self.params.map_or(1, |p| p.frame_bytes())
+    }
+}
+
+pub(crate) struct State {
+    streams: [Stream; 2],
+    vrings: Option<Vec<VringRwLock>>,
+    mem: Option<GuestMemoryAtomic<GuestMem>>,
+    connected: bool,
+    pub(crate) shutdown: bool,
+}
+
+impl State {
+    fn stream(&mut self, dir: Direction) -> &mut Stream {
+        &mut self.streams[dir.index()]
+    }
+}
+
+type Listener = Arc<dyn Fn(&DeviceEvent) + Send + Sync>;
+
+/// The card shared by the vhost-user backend threads, the pacers and the elements.
+pub struct Card {
+    state: Mutex<State>,
+    cond: Condvar,
+    listeners: Mutex<Vec<(u64, Listener)>>,
+    next_listener: Mutex<u64>,
+}
+
+/// What a playback period turned into.
+pub enum Playback {
+    /// A guest period, now completed to the guest.
+    Data(Vec<u8>, PcmParams),
+    /// Nothing to play: the guest is not running or under-ran.
+    Idle,
+}
+
+impl Card {
+    pub fn new() -> Self {
+        Card {
+            state: Mutex::new(State {
+                streams: [Stream::new(Direction::Playback), Stream::new(Direction::Capture)],
+                vrings: None,
+                mem: None,
+                connected: false,
+                shutdown: false,
+            }),
+            cond: Condvar::new(),
+            listeners: Mutex::new(Vec::new()),
+            next_listener: Mutex::new(0),
+        }
+    }
+
+    pub(crate) fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(crate) fn wait<'a>(&self, guard: MutexGuard<'a, State>) -> MutexGuard<'a, State> {
+        self.cond.wait(guard).unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Wakes everything blocked on the card (pacers, elements waiting for data).
+    pub fn wake(&self) {
+        let mut st = self.lock();
+        for s in st.streams.iter_mut() {
+            s.clock.interrupt();
+        }
+        drop(st);
+        self.cond.notify_all();
+    }
+
+    pub fn subscribe(&self, f: Listener) -> u64 {
+        let mut next = self.next_listener.lock().unwrap_or_else(|e| e.into_inner());
+        *next += 1;
+        let id = *next;
+        self.listeners
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push((id, f));
+        id
+    }
+
+    pub fn unsubscribe(&self, id: u64) {
+        self.listeners
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|(i, _)| *i != id);
+    }
+
+    fn emit(&self, ev: DeviceEvent) {
+        let listeners: Vec<Listener> = self
+            .listeners
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .map(|(_, l)| l.clone())
+            .collect();
+        for l in listeners {
+            l(&ev);
+        }
+    }
+
+    // ---- connection life cycle (backend and server threads) ----
+
+    pub fn set_memory(&self, mem: GuestMemoryAtomic<GuestMem>) {
+        self.lock().mem = Some(mem);
+    }
+
+    pub fn memory(&self) -> Option<GuestMemoryAtomic<GuestMem>> {
+        self.lock().mem.clone()
+    }
+
+    pub fn set_vrings(&self, vrings: &[VringRwLock]) {
+        let mut st = self.lock();
+        if st.vrings.is_none() {
+            st.vrings = Some(vrings.to_vec());
+        }
+    }
+
+    pub fn connected(&self) {
+        self.lock().connected = true;
+        self.cond.notify_all();
+        self.emit(DeviceEvent::Connected);
+    }
+
+    /// The frontend is gone: its rings and memory with it, so queued I/O is forgotten
+    /// rather than completed.
+    pub fn disconnected(&self) {
+        let released = {
+            let mut st = self.lock();
+            st.connected = false;
+            st.vrings = None;
+            st.mem = None;
+            Direction::ALL
+                .iter()
+                .filter_map(|d| Self::reset_stream(st.stream(*d)))
+                .collect::<Vec<_>>()
+        };
+        self.cond.notify_all();
+        for ev in released {
+            self.emit(ev);
+        }
+        self.emit(DeviceEvent::Disconnected);
+    }
+
+    /// A queue was stopped (GET_VRING_BASE) or the device reset: the guest driver is
+    /// going away, so its streams start over.
+    pub fn reset(&self, dirs: &[Direction]) {
+        let released = {
+            let mut st = self.lock();
+            dirs.iter()
+                .filter_map(|d| Self::reset_stream(st.stream(*d)))
+                .collect::<Vec<_>>()
+        };
+        self.cond.notify_all();
+        for ev in released {
+            self.emit(ev);
+        }
+    }
+
+    fn reset_stream(s: &mut Stream) -> Option<DeviceEvent> {
+        let was = s.state;
+        s.pending.clear();
+        s.fifo.clear();
+        s.state = PcmState::Idle;
+        s.params = None;
+        s.changed();
+        (was != PcmState::Idle).then_some(DeviceEvent::Stream {
+            direction: s.dir,
+            request: PcmRequest::Release,
+            params: None,
+        })
+    }
+
+    // ---- control requests (backend thread) ----
+
+    /// Applies a PCM control request and answers with a virtio-snd status code.
+    pub fn pcm_request(&self, stream_id: u32, req: PcmRequest, params: Option<PcmParams>) -> u32 {
+        let Some(dir) = Direction::from_stream_id(stream_id) else {
+            return wire::S_BAD_MSG;
+        };
+        let ev_params = {
+            let mut st = self.lock();
+            let s = st.stream(dir);
+            let Some((next, transition)) = s.state.apply(req) else {
+                debug!(
+                    "{} stream: {req:?} refused in state {}",
+                    dir.name(),
+                    s.state.name()
+                );
+                return wire::S_BAD_MSG;
+            };
+            if transition == Transition::ReturnPending {
+                self.return_pending(&mut st, dir);
+            }
+            let s = st.stream(dir);
+            if let Some(p) = params {
+                s.params = Some(p);
+            }
+            s.state = next;
+            if next != PcmState::Running {
+                // Audio the sink queued for a stream that stopped is stale by the
+                // time the stream runs again.
+                s.fifo.clear();
+            }
+            if req == PcmRequest::Start {
+                s.periods = 0;
+            }
+            s.changed();
+            s.params
+        };
+        self.cond.notify_all();
+        self.emit(DeviceEvent::Stream {
+            direction: dir,
+            request: req,
+            params: ev_params,
+        });
+        wire::S_OK
+    }
+
+    /// Hands every queued message of `dir` back to the guest, as RELEASE requires
+    /// before its own reply. Unplayed playback is simply returned; capture buffers are
+    /// returned full of silence so that the guest's pointer stays period-aligned.
+    fn return_pending(&self, st: &mut State, dir: Direction) {
+        let pending: Vec<IoMessage> = st.stream(dir).pending.drain(..).collect();
+        for msg in pending {
+            let data = if dir == Direction::Capture {
+                Some(silence(st.stream(dir).params, msg.data_len() as usize))
+            } else {
+                None
+            };
+            Self::complete(st, dir, &msg, wire::S_OK, 0, data.as_deref());
+        }
+    }
+
+    // ---- I/O queues (backend thread) ----
+
+    /// Takes a tx/rx chain the guest made available. Chains that cannot be served are
+    /// answered (or returned unused) at once; good ones wait for their period.
+    pub fn queue_io(&self, dir: Direction, parsed: Result<IoMessage, Malformed>, head: u16) {
+        let mut st = self.lock();
+        let msg = match parsed {
+            Ok(msg) => msg,
+            Err(Malformed::NoStatus) => {
+                debug!("{} chain {head} has no status area: returned unused", dir.name());
+                Self::add_used(&st, dir, head, 0);
+                return;
+            }
+            Err(Malformed::Reply { status, reason }) => {
+                debug!("{} chain {head}: {reason}", dir.name());
+                Self::fail(&st, dir, head, &status, wire::S_BAD_MSG);
+                return;
+            }
+        };
+        let s = st.stream(dir);
+        let reason = if msg.stream_id != dir.stream_id() {
+            Some("stream id does not belong to this queue")
+        } else if !s.state.accepts_io() {
+            Some("stream is not prepared")
+        } else if msg.data_len() == 0 || msg.data_len() % s.frame_bytes() != 0 {
+            Some("payload is not a whole number of frames")
+        } else {
+            None
+        };
+        if let Some(reason) = reason {
+            debug!("{} chain {head}: {reason}", dir.name());
+            Self::fail(&st, dir, head, &msg.status, wire::S_IO_ERR);
+            return;
+        }
+        s.pending.push_back(msg);
+        drop(st);
+        self.cond.notify_all();
+    }
+
+    fn fail(st: &State, dir: Direction, head: u16, status: &SegList, code: u32) {
+        let written = st
+            .mem
+            .as_ref()
+            .is_some_and(|m| io::write_status(&m.memory(), status, code, 0).is_ok());
+        Self::add_used(st, dir, head, if written { status.len() } else { 0 });
+    }
+
+    fn add_used(st: &State, dir: Direction, head: u16, len: u32) {
+        let Some(vring) = st.vrings.as_ref().and_then(|v| v.get(dir.queue())) else {
+            return;
+        };
+        if let Err(e) = vring.add_used(head, len) {
+            warn!("{} queue: cannot return descriptor {head}: {e}", dir.name());
+            return;
+        }
+        if let Err(e) = vring.signal_used_queue() {
+            debug!("{} queue: cannot signal the guest: {e}", dir.name());
+        }
+    }
+
+    /// Completes `msg`: capture data (if any) and the status go into guest memory, then
+    /// the descriptor goes back on the used ring.
+    fn complete(
+        st: &State,
+        dir: Direction,
+        msg: &IoMessage,
+        status: u32,
+        latency_bytes: u32,
+        capture: Option<&[u8]>,
+    ) {
+        let Some(mem) = st.mem.as_ref().map(|m| m.memory()) else {
+            return;
+        };
+        let ok = capture.is_none_or(|d| msg.data.write(&mem, d).is_ok())
+            && io::write_status(&mem, &msg.status, status, latency_bytes).is_ok();
+        let len = if ok {
+            msg.used_len(dir == Direction::Playback)
+        } else {
+            warn!("{} chain {}: guest memory went away", dir.name(), msg.head);
+            0
+        };
+        Self::add_used(st, dir, msg.head, len);
+    }
+
+    // ---- periods (pacers and elements) ----
+
+    /// Plays or records one period of `dir` now. Returns the frames it covered.
+    fn run_period(&self, st: &mut State, dir: Direction, keep: bool) -> (u64, Playback) {
+        let s = st.stream(dir);
+        let Some(params) = s.params else {
+            return (0, Playback::Idle);
+        };
+        let frame = u64::from(params.frame_bytes());
+        let period_frames = u64::from(params.period_bytes) / frame;
+        s.periods += 1;
+        let Some(msg) = s.pending.pop_front() else {
+            if dir == Direction::Capture {
+                // The guest is late: keep the sink's audio in real time anyway.
+                let n = (period_frames * frame) as usize;
+                let n = n.min(s.fifo.len());
+                s.fifo.drain(..n);
+            }
+            return (period_frames, Playback::Idle);
+        };
+        let frames = u64::from(msg.data_len()) / frame;
+        let mem = st.mem.as_ref().map(|m| m.memory());
+        let s = st.stream(dir);
+        match dir {
+            Direction::Playback => {
+                let latency = (s.downstream_latency_ns as u128 * params.byte_rate() as u128
+                    / 1_000_000_000) as u32;
+                let mut out = None;
+                if keep {
+                    let mut data = vec![0u8; msg.data_len() as usize];
+                    if let Some(mem) = mem.as_deref() {
+                        if msg.data.read(mem, &mut data).is_ok() {
+                            out = Some(data);
+                        }
+                    }
+                }
+                Self::complete(st, dir, &msg, wire::S_OK, latency, None);
+                (
+                    frames,
+                    out.map_or(Playback::Idle, |d| Playback::Data(d, params)),
+                )
+            }
+            Direction::Capture => {
+                let n = msg.data_len() as usize;
+                let mut buf = std::mem::take(&mut s.scratch);
+                buf.clear();
+                let have = n.min(s.fifo.len());
+                buf.extend(s.fifo.drain(..have));
+                let latency = s.fifo.len() as u32;
+                if have < n {
+                    buf.extend_from_slice(&silence(Some(params), n - have));
+                }
+                Self::complete(st, dir, &msg, wire::S_OK, latency, Some(&buf));
+                st.stream(dir).scratch = buf;
+                (frames, Playback::Idle)
+            }
+        }
+    }
+
+    /// Internal pacer: blocks until `dir` has a period due on its clock, then serves
+    /// it. Returns `false` when the card shuts down.
+    pub(crate) fn pace(&self, dir: Direction) -> bool {
+        let (clock, deadline, generation) = {
+            let mut st = self.lock();
+            loop {
+                if st.shutdown {
+                    return false;
+                }
+                let connected = st.connected;
+                let s = st.stream(dir);
+                if connected && s.state == PcmState::Running && !s.external && s.params.is_some()
+                {
+                    break;
+                }
+                st = self.wait(st);
+            }
+            let s = st.stream(dir);
+            let Some(params) = s.params else {
+                return true;
+            };
+            let clock = s.clock.clone();
+            let now = clock.now();
+            let origin = *s.origin.get_or_insert(now);
+            let frame = u64::from(params.frame_bytes());
+            let next = s
+                .pending
+                .front()
+                .map_or(u64::from(params.period_bytes), |m| u64::from(m.data_len()))
+                / frame;
+            let mut deadline =
+                origin + formats::frames_to_ns(s.frames_done + next, params.rate_hz());
+            let late = now.saturating_sub(deadline);
+            if late > 4 * params.bytes_to_ns(u64::from(params.period_bytes)) {
+                // Stalled far behind (host suspended, clock jumped): restart the
+                // timeline instead of bursting the backlog into the guest.
+                warn!("{} stream: pacer {late} ns late, resynchronising", dir.name());
+                s.origin = Some(now);
+                s.frames_done = 0;
+                deadline = now + formats::frames_to_ns(next, params.rate_hz());
+            }
+            (clock, deadline, s.generation)
+        };
+        if !clock.wait_until(deadline) {
+            return true;
+        }
+        let mut st = self.lock();
+        if st.stream(dir).generation != generation || st.stream(dir).external {
+            return true;
+        }
+        let (frames, _) = self.run_period(&mut st, dir, false);
+        st.stream(dir).frames_done += frames;
+        true
+    }
+
+    // ---- element side ----
+
+    pub fn snapshot(&self, dir: Direction) -> StreamSnapshot {
+        let mut st = self.lock();
+        let connected = st.connected;
+        let s = st.stream(dir);
+        StreamSnapshot {
+            state: s.state,
+            params: s.params,
+            connected,
+            periods: s.periods,
+        }
+    }
+
+    /// An element takes over (or gives back) the completion of `dir`'s periods.
+    pub fn set_external(&self, dir: Direction, external: bool) {
+        let mut st = self.lock();
+        let s = st.stream(dir);
+        if s.external != external {
+            s.external = external;
+            s.changed();
+        }
+        drop(st);
+        self.cond.notify_all();
+    }
+
+    /// Paces `dir` by `clock` from now on; `None` goes back to the monotonic clock.
+    pub fn set_clock(&self, dir: Direction, clock: Option<Arc<dyn PacerClock>>) {
+        let mut st = self.lock();
+        let s = st.stream(dir);
+        s.clock.interrupt();
+        s.clock = clock.unwrap_or_else(|| Arc::new(MonotonicClock::new()));
+        s.changed();
+        drop(st);
+        self.cond.notify_all();
+    }
+
+    pub fn set_playback_latency(&self, ns: u64) {
+        self.lock().stream(Direction::Playback).downstream_latency_ns = ns;
+    }
+
+    /// vhostsndsrc's period tick: completes the next guest period if the guest is
+    /// playing and has one queued.
+    pub fn take_playback(&self) -> Playback {
+        let mut st = self.lock();
+        if st.stream(Direction::Playback).state != PcmState::Running {
+            return Playback::Idle;
+        }
+        self.run_period(&mut st, Direction::Playback, true).1
+    }
+
+    /// Non-live vhostsndsrc: blocks until the guest has a period to play, or `cancel`
+    /// returns true (checked whenever the card is woken).
+    pub fn wait_playback(&self, cancel: &dyn Fn() -> bool) -> Option<(Vec<u8>, PcmParams)> {
+        let mut st = self.lock();
+        loop {
+            if cancel() || st.shutdown {
+                return None;
+            }
+            let s = st.stream(Direction::Playback);
+            if s.state == PcmState::Running && !s.pending.is_empty() {
+                if let (_, Playback::Data(d, p)) =
+                    self.run_period(&mut st, Direction::Playback, true)
+                {
+                    return Some((d, p));
+                }
+                continue;
+            }
+            st = self.wait(st);
+        }
+    }
+
+    /// vhostsndsink: queues audio for the guest's capture stream. Returns `false` (and
+    /// drops the audio) when the guest is not capturing.
+    pub fn push_capture(&self, data: &[u8]) -> bool {
+        let mut st = self.lock();
+        let s = st.stream(Direction::Capture);
+        if !matches!(s.state, PcmState::Running | PcmState::Prepared) {
+            return false;
+        }
+        let Some(p) = s.params else {
+            return false;
+        };
+        s.fifo.extend(data.iter().copied());
+        // Bounded by the guest's own buffer so latency cannot grow without limit:
+        // the oldest audio goes first.
+        let cap = (p.buffer_bytes as usize).max(4 * p.period_bytes as usize);
+        if s.fifo.len() > cap {
+            let excess = s.fifo.len() - cap;
+            s.fifo.drain(..excess);
+        }
+        true
+    }
+}
+
+impl Default for Card {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// `len` bytes of silence in the stream's format (unsigned formats centre on half
+/// scale).
+pub fn silence(params: Option<PcmParams>, len: usize) -> Vec<u8> {
+    let Some(p) = params else {
+        return vec![0; len];
+    };
+    let pattern: &[u8] = match p.format {
+        formats::FMT_U8 => &[0x80],
+        formats::FMT_U16 => &[0x00, 0x80],
+        formats::FMT_U18_3 => &[0x00, 0x00, 0x02],
+        formats::FMT_U20_3 => &[0x00, 0x00, 0x08],
+        formats::FMT_U24_3 => &[0x00, 0x00, 0x80],
+        formats::FMT_U24 => &[0x00, 0x00, 0x80, 0x00],
+        formats::FMT_U32 => &[0x00, 0x00, 0x00, 0x80],
+        _ => return vec![0; len],
+    };
+    pattern.iter().copied().cycle().take(len).collect()
+}

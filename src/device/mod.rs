@@ -1,0 +1,118 @@
+//! The virtio-snd device, served over vhost-user. Nothing in here knows GStreamer:
+//! the elements talk to a [`Device`] through its [`Card`].
+
+mod backend;
+pub mod card;
+pub mod clock;
+mod control;
+pub mod formats;
+pub mod io;
+pub mod pcm;
+mod server;
+pub mod wire;
+
+use std::collections::HashMap;
+use std::os::unix::net::UnixListener;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, LazyLock, Mutex, Weak};
+use std::thread::JoinHandle;
+
+pub use card::{Card, DeviceEvent, Direction, Playback, StreamSnapshot};
+pub use clock::{MonotonicClock, PacerClock};
+pub use control::Topology;
+pub use formats::PcmParams;
+pub use pcm::{PcmRequest, PcmState};
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("socket {0} is already served by another running process")]
+    InUse(PathBuf),
+    #[error("{0} exists and is not a socket; refusing to replace it")]
+    NotSocket(PathBuf),
+    #[error("cannot listen on {path}: {source}")]
+    Bind {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot start the device's threads: {0}")]
+    Thread(std::io::Error),
+}
+
+/// Devices by socket path, so that elements naming the same socket share one card.
+static DEVICES: LazyLock<Mutex<HashMap<PathBuf, Weak<Device>>>> =
+    LazyLock::new(|| Mutex::new(HashMap::new()));
+
+/// One sound card served on one socket. It lives as long as an element (or the
+/// daemon) holds it; dropping the last handle closes the socket and removes its file.
+pub struct Device {
+    key: Option<PathBuf>,
+    card: Arc<Card>,
+    server: Option<server::Server>,
+    pacers: Vec<JoinHandle<()>>,
+}
+
+impl Device {
+    /// The device serving `path` in this process, created (and listening) if there is
+    /// none yet.
+    pub fn acquire(path: &Path) -> Result<Arc<Device>, Error> {
+        let key = std::path::absolute(path).unwrap_or_else(|_| path.to_owned());
+        let mut devices = DEVICES.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(dev) = devices.get(&key).and_then(Weak::upgrade) {
+            return Ok(dev);
+        }
+        let listener = server::bind(&key)?;
+        let dev = Arc::new(Device::serve(listener, Some(key.clone()))?);
+        devices.insert(key, Arc::downgrade(&dev));
+        Ok(dev)
+    }
+
+    /// A device on an already listening socket (socket activation). The socket file,
+    /// if any, belongs to whoever created it and is left alone.
+    pub fn from_listener(listener: UnixListener) -> Result<Arc<Device>, Error> {
+        Device::serve(listener, None).map(Arc::new)
+    }
+
+    fn serve(listener: UnixListener, key: Option<PathBuf>) -> Result<Device, Error> {
+        let card = Arc::new(Card::new());
+        let mut dev = Device {
+            key: key.clone(),
+            card: card.clone(),
+            server: None,
+            pacers: Vec::new(),
+        };
+        for dir in Direction::ALL {
+            let card = card.clone();
+            let t = std::thread::Builder::new()
+                .name(format!("vhostsnd-{}", dir.name()))
+                .spawn(move || while card.pace(dir) {})
+                .map_err(Error::Thread)?;
+            dev.pacers.push(t);
+        }
+        dev.server = Some(server::Server::start(listener, key, card)?);
+        Ok(dev)
+    }
+
+    pub fn card(&self) -> &Arc<Card> {
+        &self.card
+    }
+}
+
+impl Drop for Device {
+    fn drop(&mut self) {
+        // Holding the registry lock while the socket closes keeps a concurrent
+        // `acquire` of the same path from seeing it still bound.
+        let mut devices = DEVICES.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(key) = &self.key {
+            if devices.get(key).is_some_and(|w| w.strong_count() == 0) {
+                devices.remove(key);
+            }
+        }
+        drop(self.server.take());
+        drop(devices);
+        self.card.lock().shutdown = true;
+        self.card.wake();
+        for t in self.pacers.drain(..) {
+            let _ = t.join();
+        }
+    }
+}

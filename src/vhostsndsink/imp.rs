@@ -1,0 +1,252 @@
+//! `vhostsndsink` is the guest's capture stream. Rendering (synced to the clock by
+//! GstBaseSink) only queues audio for the guest; the device completes the guest's
+//! capture periods at the real-time rate, from that queue or with silence when
+//! upstream under-runs. In PLAYING the device follows the pipeline clock. Rendering
+//! never blocks: audio nobody captures is dropped.
+
+use std::sync::{Arc, LazyLock, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use gst::glib;
+use gst::prelude::*;
+use gst::subclass::prelude::*;
+use gst_base::prelude::*;
+use gst_base::subclass::prelude::*;
+
+use crate::attach::Attached;
+use crate::audio;
+use crate::device::formats::DEFAULT_PARAMS;
+use crate::device::{Card, DeviceEvent, Direction, PcmRequest};
+use crate::pipeline_clock::PipelineClock;
+
+static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
+    gst::DebugCategory::new(
+        "vhostsndsink",
+        gst::DebugColorFlags::empty(),
+        Some("vhost-user virtio-snd capture sink"),
+    )
+});
+
+#[derive(Debug, Clone, Default)]
+struct Settings {
+    socket: Option<String>,
+}
+
+/// Counts dropped buffers so the log says so once a second, not once a buffer.
+#[derive(Default)]
+struct Drops {
+    count: u64,
+    last_report: Option<Instant>,
+}
+
+#[derive(Default)]
+pub struct VhostSndSink {
+    settings: Mutex<Settings>,
+    attached: Mutex<Option<Attached>>,
+    negotiated: Mutex<Option<gst_audio::AudioInfo>>,
+    drops: Mutex<Drops>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl VhostSndSink {
+    fn card(&self) -> Option<Arc<Card>> {
+        lock(&self.attached).as_ref().map(|a| a.card().clone())
+    }
+
+    fn dropped(&self, why: &str) {
+        let mut d = lock(&self.drops);
+        d.count += 1;
+        let due = d
+            .last_report
+            .is_none_or(|t| t.elapsed() >= Duration::from_secs(1));
+        if due {
+            gst::debug!(CAT, imp = self, "dropped {} buffer(s): {why}", d.count);
+            d.count = 0;
+            d.last_report = Some(Instant::now());
+        }
+    }
+}
+
+#[glib::object_subclass]
+impl ObjectSubclass for VhostSndSink {
+    const NAME: &'static str = "GstVhostSndSink";
+    type Type = super::VhostSndSink;
+    type ParentType = gst_base::BaseSink;
+}
+
+impl ObjectImpl for VhostSndSink {
+    fn properties() -> &'static [glib::ParamSpec] {
+        static PROPERTIES: LazyLock<Vec<glib::ParamSpec>> = LazyLock::new(|| {
+            vec![glib::ParamSpecString::builder("socket")
+                .nick("Socket")
+                .blurb("Path of the vhost-user Unix socket QEMU connects to")
+                .mutable_ready()
+                .build()]
+        });
+        PROPERTIES.as_ref()
+    }
+
+    fn set_property(&self, _id: usize, value: &glib::Value, pspec: &glib::ParamSpec) {
+        if pspec.name() == "socket" {
+            let socket: Option<String> = value.get().unwrap_or(None);
+            gst::info!(CAT, imp = self, "socket set to {socket:?}");
+            lock(&self.settings).socket = socket;
+        }
+    }
+
+    fn property(&self, _id: usize, pspec: &glib::ParamSpec) -> glib::Value {
+        match pspec.name() {
+            "socket" => lock(&self.settings).socket.to_value(),
+            _ => glib::Value::from_type(pspec.value_type()),
+        }
+    }
+}
+
+impl GstObjectImpl for VhostSndSink {}
+
+impl ElementImpl for VhostSndSink {
+    fn metadata() -> Option<&'static gst::subclass::ElementMetadata> {
+        static META: LazyLock<gst::subclass::ElementMetadata> = LazyLock::new(|| {
+            gst::subclass::ElementMetadata::new(
+                "Virtual Machine Sound Card Sink",
+                "Sink/Audio",
+                "Serves a vhost-user virtio-snd sound card and makes its input the \
+                 virtual machine's microphone",
+                "gst-vhostsnd developers",
+            )
+        });
+        Some(&*META)
+    }
+
+    fn pad_templates() -> &'static [gst::PadTemplate] {
+        static TEMPLATES: LazyLock<Vec<gst::PadTemplate>> = LazyLock::new(|| {
+            gst::PadTemplate::new(
+                "sink",
+                gst::PadDirection::Sink,
+                gst::PadPresence::Always,
+                &audio::TEMPLATE_CAPS,
+            )
+            .map(|t| vec![t])
+            .unwrap_or_default()
+        });
+        TEMPLATES.as_ref()
+    }
+
+    fn change_state(
+        &self,
+        transition: gst::StateChange,
+    ) -> Result<gst::StateChangeSuccess, gst::StateChangeError> {
+        match transition {
+            gst::StateChange::NullToReady => {
+                let socket = lock(&self.settings).socket.clone();
+                // When the guest picks a new capture format, upstream has to
+                // renegotiate to it.
+                let hook = Box::new(|element: &gst::Element, ev: &DeviceEvent| {
+                    if let DeviceEvent::Stream {
+                        direction: Direction::Capture,
+                        request: PcmRequest::SetParams,
+                        ..
+                    } = ev
+                    {
+                        if let Some(pad) = element.static_pad("sink") {
+                            pad.push_event(gst::event::Reconfigure::new());
+                        }
+                    }
+                });
+                let obj = self.obj();
+                match Attached::new(
+                    obj.upcast_ref(),
+                    socket.as_deref(),
+                    Direction::Capture,
+                    Some(hook),
+                ) {
+                    Ok(a) => *lock(&self.attached) = Some(a),
+                    Err(msg) => {
+                        self.post_error_message(msg);
+                        return Err(gst::StateChangeError);
+                    }
+                }
+            }
+            gst::StateChange::PausedToPlaying => {
+                if let (Some(card), Some(clock)) = (self.card(), self.obj().clock()) {
+                    card.set_clock(Direction::Capture, Some(Arc::new(PipelineClock::new(clock))));
+                }
+            }
+            _ => {}
+        }
+        let ret = self.parent_change_state(transition);
+        match transition {
+            gst::StateChange::PlayingToPaused => {
+                if let Some(card) = self.card() {
+                    card.set_clock(Direction::Capture, None);
+                }
+            }
+            gst::StateChange::ReadyToNull => {
+                if let Some(card) = self.card() {
+                    card.set_clock(Direction::Capture, None);
+                }
+                lock(&self.attached).take();
+            }
+            _ => {}
+        }
+        ret
+    }
+}
+
+impl BaseSinkImpl for VhostSndSink {
+    fn caps(&self, filter: Option<&gst::Caps>) -> Option<gst::Caps> {
+        let params = self
+            .card()
+            .and_then(|c| c.snapshot(Direction::Capture).params)
+            .unwrap_or(DEFAULT_PARAMS);
+        let caps = audio::caps(&params).unwrap_or_else(|| audio::TEMPLATE_CAPS.clone());
+        Some(match filter {
+            Some(f) => f.intersect_with_mode(&caps, gst::CapsIntersectMode::First),
+            None => caps,
+        })
+    }
+
+    fn set_caps(&self, caps: &gst::Caps) -> Result<(), gst::LoggableError> {
+        let info = gst_audio::AudioInfo::from_caps(caps)
+            .map_err(|_| gst::loggable_error!(CAT, "Unparsable caps {caps}"))?;
+        gst::debug!(CAT, imp = self, "negotiated {caps}");
+        *lock(&self.negotiated) = Some(info);
+        Ok(())
+    }
+
+    fn stop(&self) -> Result<(), gst::ErrorMessage> {
+        lock(&self.negotiated).take();
+        Ok(())
+    }
+
+    fn render(&self, buffer: &gst::Buffer) -> Result<gst::FlowSuccess, gst::FlowError> {
+        let Some(card) = self.card() else {
+            return Err(gst::FlowError::Flushing);
+        };
+        let Some(params) = card.snapshot(Direction::Capture).params else {
+            self.dropped("the guest has not set up capture");
+            return Ok(gst::FlowSuccess::Ok);
+        };
+        let matching = lock(&self.negotiated)
+            .as_ref()
+            .is_some_and(|info| audio::matches(info, &params));
+        if !matching {
+            self.dropped("waiting for upstream to switch to the guest's format");
+            self.obj()
+                .sink_pad()
+                .push_event(gst::event::Reconfigure::new());
+            return Ok(gst::FlowSuccess::Ok);
+        }
+        let map = buffer.map_readable().map_err(|_| {
+            gst::element_imp_error!(self, gst::CoreError::Failed, ["Failed to map buffer"]);
+            gst::FlowError::Error
+        })?;
+        if !card.push_capture(&map) {
+            self.dropped("the guest is not capturing");
+        }
+        Ok(gst::FlowSuccess::Ok)
+    }
+}

@@ -1,0 +1,440 @@
+//! `vhostsndsrc` is the guest's playback stream. In live mode its streaming thread is
+//! the sound card's clock: it waits on the pipeline clock for the end of each period,
+//! then completes one guest period and pushes it (or silence flagged GAP when the
+//! guest is stopped or late), so the guest plays exactly as fast as the pipeline runs.
+//! With `is-live=false` it completes guest periods as fast as downstream takes them.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, LazyLock, Mutex, MutexGuard};
+
+use gst::glib;
+use gst::prelude::*;
+use gst::subclass::prelude::*;
+use gst_base::prelude::*;
+use gst_base::subclass::base_src::CreateSuccess;
+use gst_base::subclass::prelude::*;
+
+use crate::attach::Attached;
+use crate::audio;
+use crate::device::card::silence;
+use crate::device::formats::{self, PcmParams, DEFAULT_PARAMS};
+use crate::device::{Card, Direction, PacerClock, Playback};
+use crate::pipeline_clock::PipelineClock;
+
+static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
+    gst::DebugCategory::new(
+        "vhostsndsrc",
+        gst::DebugColorFlags::empty(),
+        Some("vhost-user virtio-snd playback source"),
+    )
+});
+
+const DEFAULT_IS_LIVE: bool = true;
+
+#[derive(Debug, Clone)]
+struct Settings {
+    socket: Option<String>,
+    is_live: bool,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            socket: None,
+            is_live: DEFAULT_IS_LIVE,
+        }
+    }
+}
+
+/// Where the output stands: the format it carries and the running time of its next
+/// sample.
+struct Timing {
+    params: PcmParams,
+    /// Running time of the first sample since the last (re)negotiation.
+    base: Option<gst::ClockTime>,
+    /// Samples pushed since `base`.
+    samples: u64,
+}
+
+impl Default for Timing {
+    fn default() -> Self {
+        Timing {
+            params: DEFAULT_PARAMS,
+            base: None,
+            samples: 0,
+        }
+    }
+}
+
+impl Timing {
+    fn next_ts(&self) -> gst::ClockTime {
+        self.base.unwrap_or(gst::ClockTime::ZERO)
+            + gst::ClockTime::from_nseconds(formats::frames_to_ns(self.samples, self.params.rate_hz()))
+    }
+}
+
+#[derive(Default)]
+pub struct VhostSndSrc {
+    settings: Mutex<Settings>,
+    attached: Mutex<Option<Attached>>,
+    timing: Mutex<Timing>,
+    waiter: Mutex<Option<Arc<PipelineClock>>>,
+    flushing: AtomicBool,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl VhostSndSrc {
+    fn card(&self) -> Result<Arc<Card>, gst::FlowError> {
+        lock(&self.attached)
+            .as_ref()
+            .map(|a| a.card().clone())
+            .ok_or(gst::FlowError::Flushing)
+    }
+
+    fn is_live(&self) -> bool {
+        lock(&self.settings).is_live
+    }
+
+    /// Makes the output carry `params`, renegotiating if the guest changed them.
+    fn follow(&self, params: PcmParams) -> Result<(), gst::FlowError> {
+        let mut timing = lock(&self.timing);
+        let (a, b) = (timing.params, params);
+        if (a.format, a.rate, a.channels) == (b.format, b.rate, b.channels) {
+            timing.params = params;
+            return Ok(());
+        }
+        let Some(caps) = audio::caps(&params) else {
+            return Err(gst::FlowError::NotNegotiated);
+        };
+        gst::info!(CAT, imp = self, "guest format changed: {caps}");
+        let next = timing.base.map(|_| timing.next_ts());
+        timing.params = params;
+        timing.base = next;
+        timing.samples = 0;
+        drop(timing);
+        self.obj().set_caps(&caps).map_err(|_| {
+            gst::element_imp_error!(
+                self,
+                gst::CoreError::Negotiation,
+                ["Downstream does not accept the guest's format {caps}"]
+            );
+            gst::FlowError::NotNegotiated
+        })
+    }
+
+    fn waiter(&self, clock: gst::Clock) -> Arc<PipelineClock> {
+        let mut w = lock(&self.waiter);
+        match &*w {
+            Some(p) if p.clock() == &clock => p.clone(),
+            _ => {
+                let p = Arc::new(PipelineClock::new(clock));
+                *w = Some(p.clone());
+                p
+            }
+        }
+    }
+
+    /// Live: one period per period of the pipeline clock.
+    fn create_live(&self, card: &Card) -> Result<gst::Buffer, gst::FlowError> {
+        if let Some(p) = card.snapshot(Direction::Playback).params {
+            self.follow(p)?;
+        }
+        let obj = self.obj();
+        let clock = obj.clock();
+        let base_time = obj.base_time().unwrap_or(gst::ClockTime::ZERO);
+        let (ts, period) = {
+            let mut t = lock(&self.timing);
+            if t.base.is_none() {
+                let now = clock.as_ref().map_or(base_time, |c| c.time());
+                t.base = Some(now.saturating_sub(base_time));
+                t.samples = 0;
+            }
+            let p = t.params;
+            (t.next_ts(), u64::from(p.period_bytes / p.frame_bytes()))
+        };
+        let period_ns = formats::frames_to_ns(period, lock(&self.timing).params.rate_hz());
+        if let Some(clock) = clock {
+            let waiter = self.waiter(clock);
+            let due = base_time + ts + gst::ClockTime::from_nseconds(period_ns);
+            if !waiter.wait_until(due.nseconds()) {
+                return Err(gst::FlowError::Flushing);
+            }
+        }
+        if self.flushing.load(Ordering::SeqCst) {
+            return Err(gst::FlowError::Flushing);
+        }
+        match card.take_playback() {
+            Playback::Data(data, params) => {
+                self.follow(params)?;
+                Ok(self.stamp(gst::Buffer::from_mut_slice(data), false))
+            }
+            Playback::Idle => {
+                let p = lock(&self.timing).params;
+                let len = (period * u64::from(p.frame_bytes())) as usize;
+                Ok(self.stamp(gst::Buffer::from_mut_slice(silence(Some(p), len)), true))
+            }
+        }
+    }
+
+    /// Offline: as fast as the guest plays and downstream takes.
+    fn create_offline(&self, card: &Card) -> Result<gst::Buffer, gst::FlowError> {
+        let flushing = || self.flushing.load(Ordering::SeqCst);
+        let Some((data, params)) = card.wait_playback(&flushing) else {
+            return Err(gst::FlowError::Flushing);
+        };
+        self.follow(params)?;
+        Ok(self.stamp(gst::Buffer::from_mut_slice(data), false))
+    }
+
+    /// Timestamps `buffer` as the next stretch of output and advances.
+    fn stamp(&self, mut buffer: gst::Buffer, gap: bool) -> gst::Buffer {
+        let mut t = lock(&self.timing);
+        let frames = buffer.size() as u64 / u64::from(t.params.frame_bytes());
+        let ts = t.next_ts();
+        let offset = t.samples;
+        t.samples += frames;
+        let end = t.next_ts();
+        let b = buffer.make_mut();
+        b.set_pts(ts);
+        b.set_duration(end - ts);
+        b.set_offset(offset);
+        b.set_offset_end(offset + frames);
+        if gap {
+            b.set_flags(gst::BufferFlags::GAP);
+        }
+        buffer
+    }
+}
+
+#[glib::object_subclass]
+impl ObjectSubclass for VhostSndSrc {
+    const NAME: &'static str = "GstVhostSndSrc";
+    type Type = super::VhostSndSrc;
+    type ParentType = gst_base::PushSrc;
+}
+
+impl ObjectImpl for VhostSndSrc {
+    fn properties() -> &'static [glib::ParamSpec] {
+        static PROPERTIES: LazyLock<Vec<glib::ParamSpec>> = LazyLock::new(|| {
+            vec![
+                glib::ParamSpecString::builder("socket")
+                    .nick("Socket")
+                    .blurb("Path of the vhost-user Unix socket QEMU connects to")
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecBoolean::builder("is-live")
+                    .nick("Is Live")
+                    .blurb(
+                        "Pace the guest by the pipeline clock; when false, complete guest \
+                         periods as fast as downstream takes them (offline work)",
+                    )
+                    .default_value(DEFAULT_IS_LIVE)
+                    .mutable_ready()
+                    .build(),
+            ]
+        });
+        PROPERTIES.as_ref()
+    }
+
+    fn set_property(&self, _id: usize, value: &glib::Value, pspec: &glib::ParamSpec) {
+        let mut settings = lock(&self.settings);
+        match pspec.name() {
+            "socket" => {
+                settings.socket = value.get().unwrap_or(None);
+                gst::info!(CAT, imp = self, "socket set to {:?}", settings.socket);
+            }
+            "is-live" => {
+                settings.is_live = value.get().unwrap_or(DEFAULT_IS_LIVE);
+                let live = settings.is_live;
+                drop(settings);
+                self.obj().set_live(live);
+            }
+            other => gst::warning!(CAT, imp = self, "unknown property {other}"),
+        }
+    }
+
+    fn property(&self, _id: usize, pspec: &glib::ParamSpec) -> glib::Value {
+        let settings = lock(&self.settings);
+        match pspec.name() {
+            "socket" => settings.socket.to_value(),
+            "is-live" => settings.is_live.to_value(),
+            _ => glib::Value::from_type(pspec.value_type()),
+        }
+    }
+
+    fn constructed(&self) {
+        self.parent_constructed();
+        let obj = self.obj();
+        obj.set_live(DEFAULT_IS_LIVE);
+        obj.set_format(gst::Format::Time);
+    }
+}
+
+impl GstObjectImpl for VhostSndSrc {}
+
+impl ElementImpl for VhostSndSrc {
+    fn metadata() -> Option<&'static gst::subclass::ElementMetadata> {
+        static META: LazyLock<gst::subclass::ElementMetadata> = LazyLock::new(|| {
+            gst::subclass::ElementMetadata::new(
+                "Virtual Machine Sound Card Source",
+                "Source/Audio",
+                "Serves a vhost-user virtio-snd sound card and outputs what the virtual \
+                 machine plays",
+                "gst-vhostsnd developers",
+            )
+        });
+        Some(&*META)
+    }
+
+    fn pad_templates() -> &'static [gst::PadTemplate] {
+        static TEMPLATES: LazyLock<Vec<gst::PadTemplate>> = LazyLock::new(|| {
+            gst::PadTemplate::new(
+                "src",
+                gst::PadDirection::Src,
+                gst::PadPresence::Always,
+                &audio::TEMPLATE_CAPS,
+            )
+            .map(|t| vec![t])
+            .unwrap_or_default()
+        });
+        TEMPLATES.as_ref()
+    }
+
+    fn change_state(
+        &self,
+        transition: gst::StateChange,
+    ) -> Result<gst::StateChangeSuccess, gst::StateChangeError> {
+        if transition == gst::StateChange::NullToReady {
+            let socket = lock(&self.settings).socket.clone();
+            let obj = self.obj();
+            match Attached::new(obj.upcast_ref(), socket.as_deref(), Direction::Playback, None) {
+                Ok(a) => *lock(&self.attached) = Some(a),
+                Err(msg) => {
+                    self.post_error_message(msg);
+                    return Err(gst::StateChangeError);
+                }
+            }
+        }
+        let live = self.is_live();
+        if transition == gst::StateChange::PausedToPlaying && live {
+            if let Ok(card) = self.card() {
+                card.set_external(Direction::Playback, true);
+            }
+        }
+        let ret = self.parent_change_state(transition);
+        match transition {
+            gst::StateChange::PlayingToPaused if live => {
+                if let Ok(card) = self.card() {
+                    card.set_external(Direction::Playback, false);
+                }
+            }
+            gst::StateChange::ReadyToNull => {
+                lock(&self.attached).take();
+                lock(&self.waiter).take();
+            }
+            _ => {}
+        }
+        ret
+    }
+}
+
+impl BaseSrcImpl for VhostSndSrc {
+    fn start(&self) -> Result<(), gst::ErrorMessage> {
+        self.flushing.store(false, Ordering::SeqCst);
+        *lock(&self.timing) = Timing::default();
+        if let Ok(card) = self.card() {
+            if let Some(p) = card.snapshot(Direction::Playback).params {
+                lock(&self.timing).params = p;
+            }
+            if !self.is_live() {
+                card.set_external(Direction::Playback, true);
+            }
+        }
+        Ok(())
+    }
+
+    fn stop(&self) -> Result<(), gst::ErrorMessage> {
+        if let Ok(card) = self.card() {
+            card.set_external(Direction::Playback, false);
+        }
+        Ok(())
+    }
+
+    fn caps(&self, filter: Option<&gst::Caps>) -> Option<gst::Caps> {
+        let params = lock(&self.timing).params;
+        let caps = audio::caps(&params).unwrap_or_else(|| audio::TEMPLATE_CAPS.clone());
+        Some(match filter {
+            Some(f) => f.intersect_with_mode(&caps, gst::CapsIntersectMode::First),
+            None => caps,
+        })
+    }
+
+    fn set_caps(&self, caps: &gst::Caps) -> Result<(), gst::LoggableError> {
+        let info = gst_audio::AudioInfo::from_caps(caps)
+            .map_err(|_| gst::loggable_error!(CAT, "Unparsable caps {caps}"))?;
+        let params = lock(&self.timing).params;
+        if !audio::matches(&info, &params) {
+            return Err(gst::loggable_error!(CAT, "{caps} is not the guest's format"));
+        }
+        gst::debug!(CAT, imp = self, "negotiated {caps}");
+        Ok(())
+    }
+
+    fn query(&self, query: &mut gst::QueryRef) -> bool {
+        if let gst::QueryViewMut::Latency(q) = query.view_mut() {
+            let p = lock(&self.timing).params;
+            // A period is pushed when its last sample is due; the guest may have its
+            // whole buffer queued ahead of that.
+            let min = gst::ClockTime::from_nseconds(p.bytes_to_ns(u64::from(p.period_bytes)));
+            let max = gst::ClockTime::from_nseconds(p.bytes_to_ns(u64::from(p.buffer_bytes)));
+            let live = self.is_live();
+            q.set(live, if live { min } else { gst::ClockTime::ZERO }, Some(max.max(min)));
+            return true;
+        }
+        BaseSrcImplExt::parent_query(self, query)
+    }
+
+    fn event(&self, event: &gst::Event) -> bool {
+        if let gst::EventView::Latency(l) = event.view() {
+            if let Ok(card) = self.card() {
+                card.set_playback_latency(l.latency().nseconds());
+            }
+        }
+        self.parent_event(event)
+    }
+
+    fn unlock(&self) -> Result<(), gst::ErrorMessage> {
+        self.flushing.store(true, Ordering::SeqCst);
+        if let Some(w) = lock(&self.waiter).as_ref() {
+            w.interrupt();
+        }
+        if let Ok(card) = self.card() {
+            card.wake();
+        }
+        Ok(())
+    }
+
+    fn unlock_stop(&self) -> Result<(), gst::ErrorMessage> {
+        self.flushing.store(false, Ordering::SeqCst);
+        if let Some(w) = lock(&self.waiter).as_ref() {
+            w.clear_interrupt();
+        }
+        Ok(())
+    }
+}
+
+impl PushSrcImpl for VhostSndSrc {
+    fn create(&self, _buffer: Option<&mut gst::BufferRef>) -> Result<CreateSuccess, gst::FlowError> {
+        let card = self.card()?;
+        let buffer = if self.is_live() {
+            self.create_live(&card)?
+        } else {
+            self.create_offline(&card)?
+        };
+        gst::log!(CAT, imp = self, "pushing {buffer:?}");
+        Ok(CreateSuccess::NewBuffer(buffer))
+    }
+}
