@@ -43,7 +43,8 @@ impl Attached {
                 return;
             };
             if let Some(s) = audio::event_message(ev, dir) {
-                let _ = element.post_message(gst::message::Element::builder(s).src(&element).build());
+                let _ =
+                    element.post_message(gst::message::Element::builder(s).src(&element).build());
             }
             if let Some(hook) = &hook {
                 hook(&element, ev);

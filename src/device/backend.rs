@@ -11,7 +11,9 @@ use virtio_bindings::virtio_ring::VIRTIO_RING_F_INDIRECT_DESC;
 use virtio_queue::QueueT;
 use vm_memory::{ByteValued, GuestAddressSpace, GuestMemoryAtomic};
 use vmm_sys_util::epoll::EventSet;
-use vmm_sys_util::event::{new_event_consumer_and_notifier, EventConsumer, EventFlag, EventNotifier};
+use vmm_sys_util::event::{
+    new_event_consumer_and_notifier, EventConsumer, EventFlag, EventNotifier,
+};
 
 use super::card::{Card, Direction};
 use super::control::{self, Topology};
@@ -63,7 +65,6 @@ impl SndBackend {
             self.card.queue_io(dir, parsed, head);
         }
     }
-
 }
 
 impl VhostUserBackend for SndBackend {

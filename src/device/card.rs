@@ -180,7 +180,10 @@ impl Card {
     pub fn new() -> Self {
         Card {
             state: Mutex::new(State {
-                streams: [Stream::new(Direction::Playback), Stream::new(Direction::Capture)],
+                streams: [
+                    Stream::new(Direction::Playback),
+                    Stream::new(Direction::Capture),
+                ],
                 vrings: None,
                 mem: None,
                 connected: false,
@@ -383,7 +386,10 @@ impl Card {
         let msg = match parsed {
             Ok(msg) => msg,
             Err(Malformed::NoStatus) => {
-                debug!("{} chain {head} has no status area: returned unused", dir.name());
+                debug!(
+                    "{} chain {head} has no status area: returned unused",
+                    dir.name()
+                );
                 Self::add_used(&st, dir, head, 0);
                 return;
             }
@@ -528,8 +534,7 @@ impl Card {
                 }
                 let connected = st.connected;
                 let s = st.stream(dir);
-                if connected && s.state == PcmState::Running && !s.external && s.params.is_some()
-                {
+                if connected && s.state == PcmState::Running && !s.external && s.params.is_some() {
                     break;
                 }
                 st = self.wait(st);
@@ -553,7 +558,10 @@ impl Card {
             if late > 4 * params.bytes_to_ns(u64::from(params.period_bytes)) {
                 // Stalled far behind (host suspended, clock jumped): restart the
                 // timeline instead of bursting the backlog into the guest.
-                warn!("{} stream: pacer {late} ns late, resynchronising", dir.name());
+                warn!(
+                    "{} stream: pacer {late} ns late, resynchronising",
+                    dir.name()
+                );
                 s.origin = Some(now);
                 s.frames_done = 0;
                 deadline = now + formats::frames_to_ns(next, params.rate_hz());
@@ -610,7 +618,9 @@ impl Card {
     }
 
     pub fn set_playback_latency(&self, ns: u64) {
-        self.lock().stream(Direction::Playback).downstream_latency_ns = ns;
+        self.lock()
+            .stream(Direction::Playback)
+            .downstream_latency_ns = ns;
     }
 
     /// vhostsndsrc's period tick: completes the next guest period if the guest is
@@ -656,9 +666,13 @@ impl Card {
             return false;
         };
         s.fifo.extend(data.iter().copied());
-        // Bounded by the guest's own buffer so latency cannot grow without limit:
-        // the oldest audio goes first.
-        let cap = (p.buffer_bytes as usize).max(4 * p.period_bytes as usize);
+        // Bounded by the guest's own buffer (and a second of audio, whatever the guest
+        // asked for) so latency and memory cannot grow without limit: the oldest
+        // audio goes first.
+        let periods = 4 * p.period_bytes as usize;
+        let cap = (p.buffer_bytes as usize)
+            .min(p.byte_rate() as usize)
+            .max(periods);
         if s.fifo.len() > cap {
             let excess = s.fifo.len() - cap;
             s.fifo.drain(..excess);

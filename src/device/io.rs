@@ -35,6 +35,10 @@ impl SegList {
         self.0.iter().map(|s| s.len).sum()
     }
 
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
     /// The sub-range `[start, start + len)`, which must lie inside the list.
     pub fn slice(&self, mut start: u32, mut len: u32) -> SegList {
         let mut out = Vec::new();
@@ -86,7 +90,10 @@ pub enum Malformed {
     /// Nowhere to write a status: the descriptor goes back unused.
     NoStatus,
     /// A status can be written: answer with it.
-    Reply { status: SegList, reason: &'static str },
+    Reply {
+        status: SegList,
+        reason: &'static str,
+    },
 }
 
 /// A chain as the device sees it: where its header, payload and status are.

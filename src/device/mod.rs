@@ -45,7 +45,7 @@ static DEVICES: LazyLock<Mutex<HashMap<PathBuf, Weak<Device>>>> =
 /// One sound card served on one socket. It lives as long as an element (or the
 /// daemon) holds it; dropping the last handle closes the socket and removes its file.
 pub struct Device {
-    key: Option<PathBuf>,
+    key: PathBuf,
     card: Arc<Card>,
     server: Option<server::Server>,
     pacers: Vec<JoinHandle<()>>,
@@ -61,18 +61,31 @@ impl Device {
             return Ok(dev);
         }
         let listener = server::bind(&key)?;
-        let dev = Arc::new(Device::serve(listener, Some(key.clone()))?);
+        let dev = Arc::new(Device::serve(listener, key.clone(), true)?);
         devices.insert(key, Arc::downgrade(&dev));
         Ok(dev)
     }
 
-    /// A device on an already listening socket (socket activation). The socket file,
-    /// if any, belongs to whoever created it and is left alone.
-    pub fn from_listener(listener: UnixListener) -> Result<Arc<Device>, Error> {
-        Device::serve(listener, None).map(Arc::new)
+    /// A device on an already listening socket (socket activation), registered under
+    /// its path (or `fd:N` for an unnamed socket) so that elements naming that path
+    /// share it. The socket file belongs to whoever created it and is left alone.
+    pub fn from_listener(listener: UnixListener) -> Result<(Arc<Device>, PathBuf), Error> {
+        use std::os::fd::AsRawFd;
+        let key = listener
+            .local_addr()
+            .ok()
+            .and_then(|a| a.as_pathname().map(Path::to_owned))
+            .unwrap_or_else(|| PathBuf::from(format!("fd:{}", listener.as_raw_fd())));
+        let mut devices = DEVICES.lock().unwrap_or_else(|e| e.into_inner());
+        if devices.get(&key).is_some_and(|w| w.strong_count() > 0) {
+            return Err(Error::InUse(key));
+        }
+        let dev = Arc::new(Device::serve(listener, key.clone(), false)?);
+        devices.insert(key.clone(), Arc::downgrade(&dev));
+        Ok((dev, key))
     }
 
-    fn serve(listener: UnixListener, key: Option<PathBuf>) -> Result<Device, Error> {
+    fn serve(listener: UnixListener, key: PathBuf, owns_file: bool) -> Result<Device, Error> {
         let card = Arc::new(Card::new());
         let mut dev = Device {
             key: key.clone(),
@@ -88,7 +101,8 @@ impl Device {
                 .map_err(Error::Thread)?;
             dev.pacers.push(t);
         }
-        dev.server = Some(server::Server::start(listener, key, card)?);
+        let file = owns_file.then_some(key);
+        dev.server = Some(server::Server::start(listener, file, card)?);
         Ok(dev)
     }
 
@@ -102,10 +116,11 @@ impl Drop for Device {
         // Holding the registry lock while the socket closes keeps a concurrent
         // `acquire` of the same path from seeing it still bound.
         let mut devices = DEVICES.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(key) = &self.key {
-            if devices.get(key).is_some_and(|w| w.strong_count() == 0) {
-                devices.remove(key);
-            }
+        if devices
+            .get(&self.key)
+            .is_some_and(|w| w.strong_count() == 0)
+        {
+            devices.remove(&self.key);
         }
         drop(self.server.take());
         drop(devices);

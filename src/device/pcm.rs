@@ -97,11 +97,20 @@ mod tests {
     #[test]
     fn alsa_sequences_are_accepted() {
         // open, play, close
-        assert_eq!(run(&[SetParams, Prepare, Start, Stop, Release]), Some(Released));
+        assert_eq!(
+            run(&[SetParams, Prepare, Start, Stop, Release]),
+            Some(Released)
+        );
         // repeated hw_params / prepare
-        assert_eq!(run(&[SetParams, SetParams, Prepare, Prepare, Start]), Some(Running));
+        assert_eq!(
+            run(&[SetParams, SetParams, Prepare, Prepare, Start]),
+            Some(Running)
+        );
         // pause and resume
-        assert_eq!(run(&[SetParams, Prepare, Start, Stop, Start, Stop, Start]), Some(Running));
+        assert_eq!(
+            run(&[SetParams, Prepare, Start, Stop, Start, Stop, Start]),
+            Some(Running)
+        );
         // xrun recovery
         assert_eq!(
             run(&[SetParams, Prepare, Start, Stop, Release, Prepare, Start]),
@@ -131,8 +140,14 @@ mod tests {
 
     #[test]
     fn pending_io_is_returned_when_position_resets() {
-        assert_eq!(Stopped.apply(Release), Some((Released, Transition::ReturnPending)));
-        assert_eq!(Stopped.apply(Prepare), Some((Prepared, Transition::ReturnPending)));
+        assert_eq!(
+            Stopped.apply(Release),
+            Some((Released, Transition::ReturnPending))
+        );
+        assert_eq!(
+            Stopped.apply(Prepare),
+            Some((Prepared, Transition::ReturnPending))
+        );
         assert_eq!(Running.apply(Stop), Some((Stopped, Transition::Keep)));
         assert!(Prepared.accepts_io() && Stopped.accepts_io() && Running.accepts_io());
         assert!(!Released.accepts_io() && !Idle.accepts_io() && !ParamsSet.accepts_io());

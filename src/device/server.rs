@@ -137,7 +137,10 @@ fn wait_for_connection(listener: RawFd, stop: &StopSignal) -> bool {
             if io::Error::last_os_error().kind() == io::ErrorKind::Interrupted {
                 continue;
             }
-            warn!("poll on the vhost-user socket failed: {}", io::Error::last_os_error());
+            warn!(
+                "poll on the vhost-user socket failed: {}",
+                io::Error::last_os_error()
+            );
             return false;
         }
         if fds[1].revents != 0 || stop.stopping.load(Ordering::SeqCst) {

@@ -172,7 +172,10 @@ impl ElementImpl for VhostSndSink {
             }
             gst::StateChange::PausedToPlaying => {
                 if let (Some(card), Some(clock)) = (self.card(), self.obj().clock()) {
-                    card.set_clock(Direction::Capture, Some(Arc::new(PipelineClock::new(clock))));
+                    card.set_clock(
+                        Direction::Capture,
+                        Some(Arc::new(PipelineClock::new(clock))),
+                    );
                 }
             }
             _ => {}

@@ -69,7 +69,10 @@ impl Default for Timing {
 impl Timing {
     fn next_ts(&self) -> gst::ClockTime {
         self.base.unwrap_or(gst::ClockTime::ZERO)
-            + gst::ClockTime::from_nseconds(formats::frames_to_ns(self.samples, self.params.rate_hz()))
+            + gst::ClockTime::from_nseconds(formats::frames_to_ns(
+                self.samples,
+                self.params.rate_hz(),
+            ))
     }
 }
 
@@ -310,7 +313,12 @@ impl ElementImpl for VhostSndSrc {
         if transition == gst::StateChange::NullToReady {
             let socket = lock(&self.settings).socket.clone();
             let obj = self.obj();
-            match Attached::new(obj.upcast_ref(), socket.as_deref(), Direction::Playback, None) {
+            match Attached::new(
+                obj.upcast_ref(),
+                socket.as_deref(),
+                Direction::Playback,
+                None,
+            ) {
                 Ok(a) => *lock(&self.attached) = Some(a),
                 Err(msg) => {
                     self.post_error_message(msg);
@@ -377,7 +385,10 @@ impl BaseSrcImpl for VhostSndSrc {
             .map_err(|_| gst::loggable_error!(CAT, "Unparsable caps {caps}"))?;
         let params = lock(&self.timing).params;
         if !audio::matches(&info, &params) {
-            return Err(gst::loggable_error!(CAT, "{caps} is not the guest's format"));
+            return Err(gst::loggable_error!(
+                CAT,
+                "{caps} is not the guest's format"
+            ));
         }
         gst::debug!(CAT, imp = self, "negotiated {caps}");
         Ok(())
@@ -391,7 +402,11 @@ impl BaseSrcImpl for VhostSndSrc {
             let min = gst::ClockTime::from_nseconds(p.bytes_to_ns(u64::from(p.period_bytes)));
             let max = gst::ClockTime::from_nseconds(p.bytes_to_ns(u64::from(p.buffer_bytes)));
             let live = self.is_live();
-            q.set(live, if live { min } else { gst::ClockTime::ZERO }, Some(max.max(min)));
+            q.set(
+                live,
+                if live { min } else { gst::ClockTime::ZERO },
+                Some(max.max(min)),
+            );
             return true;
         }
         BaseSrcImplExt::parent_query(self, query)
@@ -427,7 +442,10 @@ impl BaseSrcImpl for VhostSndSrc {
 }
 
 impl PushSrcImpl for VhostSndSrc {
-    fn create(&self, _buffer: Option<&mut gst::BufferRef>) -> Result<CreateSuccess, gst::FlowError> {
+    fn create(
+        &self,
+        _buffer: Option<&mut gst::BufferRef>,
+    ) -> Result<CreateSuccess, gst::FlowError> {
         let card = self.card()?;
         let buffer = if self.is_live() {
             self.create_live(&card)?

@@ -1,0 +1,81 @@
+//! What a test hands the frontend to build a descriptor chain.
+
+/// Identifies one submitted chain; completions carry it back.
+///
+/// Tokens are unique within a [`FakeGuest`](super::FakeGuest) session and know their
+/// queue, so `wait_token` needs nothing else.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Token {
+    pub(crate) seq: u64,
+    pub(crate) queue: u8,
+}
+
+impl Token {
+    /// The queue the chain was submitted on.
+    pub fn queue(&self) -> usize {
+        usize::from(self.queue)
+    }
+
+    /// Submission order within the session (starts at 1).
+    pub fn seq(&self) -> u64 {
+        self.seq
+    }
+}
+
+/// One explicit descriptor for hostile tests: the address is not checked, so it may
+/// point outside guest RAM, overlap the rings, or be 0.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Desc {
+    /// Guest physical address.
+    pub addr: u64,
+    pub len: u32,
+    /// Device-writable (VRING_DESC_F_WRITE).
+    pub writable: bool,
+    /// More flag bits OR-ed in (e.g. 4 = VRING_DESC_F_INDIRECT, not negotiated).
+    pub extra_flags: u16,
+    /// Make `next` point at the `n`-th descriptor of this same chain (with NEXT set)
+    /// instead of the following one: `Some(0)` on the last descriptor builds a loop.
+    /// An index past the chain points at descriptor 0 of the table.
+    pub link: Option<usize>,
+}
+
+impl Desc {
+    pub fn readable(addr: u64, len: u32) -> Self {
+        Desc {
+            addr,
+            len,
+            writable: false,
+            extra_flags: 0,
+            link: None,
+        }
+    }
+
+    pub fn writable(addr: u64, len: u32) -> Self {
+        Desc {
+            writable: true,
+            ..Desc::readable(addr, len)
+        }
+    }
+
+    pub fn with_flags(mut self, extra_flags: u16) -> Self {
+        self.extra_flags = extra_flags;
+        self
+    }
+
+    pub fn with_link(mut self, index_in_chain: usize) -> Self {
+        self.link = Some(index_in_chain);
+        self
+    }
+}
+
+/// One segment of a chain whose buffers the frontend allocates in guest RAM: the
+/// common way to send malformed-but-addressable messages (short headers, status
+/// areas too small, readable data after writable data, ...).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Segment<'a> {
+    /// A device-readable descriptor holding these bytes.
+    Read(&'a [u8]),
+    /// A device-writable descriptor of this many bytes (pre-filled with
+    /// [`POISON`](super::POISON)); its contents come back in `Completion::data`.
+    Write(u32),
+}
