@@ -27,7 +27,7 @@ impl Attached {
         let Some(socket) = socket.filter(|s| !s.is_empty()) else {
             return Err(gst::error_msg!(
                 gst::ResourceError::Settings,
-                ["No socket path set: set the 'socket' property"]
+                ("No socket path set: set the 'socket' property")
             ));
         };
         let device = Device::acquire(Path::new(socket)).map_err(|e| {
@@ -35,7 +35,7 @@ impl Attached {
                 device::Error::InUse(_) => gst::ResourceError::Busy,
                 _ => gst::ResourceError::OpenReadWrite,
             };
-            gst::error_msg!(kind, ["{}", e])
+            gst::error_msg!(kind, ("{}", e))
         })?;
         let weak = element.downgrade();
         let subscription = device.card().subscribe(Arc::new(move |ev: &DeviceEvent| {

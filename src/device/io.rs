@@ -243,7 +243,7 @@ mod tests {
         assert_eq!(l.slice(4, 10), segs(&[(0x2000, 10)]));
         assert_eq!(l.slice(2, 4), segs(&[(0x1002, 2), (0x2000, 2)]));
         assert_eq!(l.slice(14, 8), segs(&[(0x3000, 8)]));
-        assert_eq!(l.slice(12, 6), segs(&[(0x200c, 2), (0x3000, 4)]));
+        assert_eq!(l.slice(12, 6), segs(&[(0x2008, 2), (0x3000, 4)]));
         assert_eq!(l.slice(22, 0), segs(&[]));
     }
 

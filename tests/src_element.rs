@@ -1,0 +1,311 @@
+//! vhostsndsrc, driven by the in-repo frontend playing QEMU and the guest driver.
+
+mod support;
+
+use std::os::unix::net::UnixListener;
+use std::time::Duration;
+
+use gst::prelude::*;
+use gst_check::Harness;
+use gstvhostsnd::device::formats::{self, PcmParams};
+use gstvhostsnd::device::wire::{QUEUE_TX, S_BAD_MSG, S_OK};
+use gstvhostsnd::frontend::FakeGuest;
+
+use support::*;
+
+fn src_harness(socket: &std::path::Path, live: bool) -> Harness {
+    init();
+    let mut h = Harness::new("vhostsndsrc");
+    let el = h.element().expect("harnessed element");
+    el.set_property("socket", socket.to_str().expect("utf-8 path"));
+    el.set_property("is-live", live);
+    h.play();
+    h
+}
+
+fn start_playback(g: &mut FakeGuest, p: &PcmParams) {
+    assert_eq!(g.set_pcm_params(0, p).unwrap(), S_OK);
+    assert_eq!(g.prepare(0).unwrap(), S_OK);
+}
+
+/// Plays `periods` periods of a tone through a non-live source and returns what came
+/// out, after checking the caps carry the guest's format.
+fn play_offline(
+    h: &mut Harness,
+    g: &mut FakeGuest,
+    p: &PcmParams,
+    periods: u64,
+    first: u64,
+) -> Vec<u8> {
+    let frames = u64::from(p.period_bytes / p.frame_bytes());
+    start_playback(g, p);
+    // Pre-fill as ALSA does, then keep the queue topped up as periods complete.
+    let mut sent = 0;
+    while sent < periods.min(4) {
+        g.submit_tx(0, &tone(p, first + sent * frames, frames))
+            .unwrap();
+        sent += 1;
+    }
+    assert_eq!(g.start(0).unwrap(), S_OK);
+    let mut out = Vec::new();
+    let want = (periods * frames * u64::from(p.frame_bytes())) as usize;
+    while out.len() < want {
+        let buf = h.pull().expect("a buffer from vhostsndsrc");
+        assert!(!buf.flags().contains(gst::BufferFlags::GAP));
+        out.extend_from_slice(&buf.map_readable().unwrap());
+        for c in g.try_io(QUEUE_TX).unwrap() {
+            assert_eq!(c.status(), Some(S_OK));
+            if sent < periods {
+                g.submit_tx(0, &tone(p, first + sent * frames, frames))
+                    .unwrap();
+                sent += 1;
+            }
+        }
+    }
+    let caps = h
+        .sinkpad()
+        .unwrap()
+        .current_caps()
+        .expect("negotiated caps");
+    let info = gst_audio::AudioInfo::from_caps(&caps).unwrap();
+    assert_eq!(info.rate(), p.rate_hz(), "{caps}");
+    assert_eq!(info.channels(), u32::from(p.channels), "{caps}");
+    assert_eq!(
+        Some(info.format()),
+        gstvhostsnd::audio::gst_format(p.format),
+        "{caps}"
+    );
+    out
+}
+
+#[test]
+fn guest_tone_comes_out_sample_exact() {
+    let cases = [
+        (formats::FMT_S16, 48000, 2),
+        (formats::FMT_S16, 44100, 1),
+        (formats::FMT_S32, 44100, 2),
+        (formats::FMT_S32, 48000, 1),
+        (formats::FMT_FLOAT, 48000, 2),
+        (formats::FMT_FLOAT, 44100, 1),
+        (formats::FMT_U8, 8000, 1),
+    ];
+    for (format, rate, channels) in cases {
+        let socket = socket_path(&format!("src-exact-{format}-{rate}-{channels}"));
+        let mut h = src_harness(&socket, false);
+        let mut g = connect(&socket);
+        let p = params(format, rate, channels, rate / 100);
+        let out = play_offline(&mut h, &mut g, &p, 30, 0);
+        let expected = tone(&p, 0, 30 * u64::from(rate / 100));
+        assert!(
+            out == expected,
+            "format {format} {rate} Hz {channels} ch differs"
+        );
+    }
+}
+
+#[test]
+fn renegotiates_when_the_guest_changes_parameters() {
+    let socket = socket_path("src-renegotiate");
+    let mut h = src_harness(&socket, false);
+    let bus = watch_bus(&h.element().unwrap());
+    let mut g = connect(&socket);
+
+    let first = params(formats::FMT_S16, 48000, 2, 480);
+    let out = play_offline(&mut h, &mut g, &first, 5, 0);
+    assert!(out == tone(&first, 0, 5 * 480));
+    assert_eq!(g.stop(0).unwrap(), S_OK);
+    assert_eq!(g.release(0).unwrap(), S_OK);
+
+    let second = params(formats::FMT_FLOAT, 44100, 1, 441);
+    let out = play_offline(&mut h, &mut g, &second, 5, 0);
+    assert!(out == tone(&second, 0, 5 * 441));
+
+    let msg = wait_message(&bus, |s| {
+        s.name() == "vhostsnd-stream"
+            && s.get::<&str>("event").ok() == Some("set-params")
+            && s.get::<&str>("format").ok() == Some("F32LE")
+    });
+    assert_eq!(msg.get::<i32>("rate").unwrap(), 44100);
+    assert_eq!(msg.get::<i32>("channels").unwrap(), 1);
+    assert_eq!(msg.get::<&str>("direction").unwrap(), "playback");
+    assert_eq!(msg.get::<u32>("stream").unwrap(), 0);
+}
+
+/// The test clock is the guest's clock: a period completes when, and only when, the
+/// pipeline clock reaches its end.
+#[test]
+fn live_source_paces_the_guest_by_the_pipeline_clock() {
+    let socket = socket_path("src-pacing");
+    init();
+    let mut h = Harness::new("vhostsndsrc");
+    h.use_testclock();
+    h.element()
+        .unwrap()
+        .set_property("socket", socket.to_str().unwrap());
+    h.play();
+    let mut g = connect(&socket);
+    let p = params(formats::FMT_S16, 48000, 2, 480);
+    let period = gst::ClockTime::from_mseconds(10);
+    start_playback(&mut g, &p);
+    for k in 0..4 {
+        g.submit_tx(0, &tone(&p, k * 480, 480)).unwrap();
+    }
+    assert_eq!(g.start(0).unwrap(), S_OK);
+    assert_eq!(h.query_latency(), Some(period));
+
+    let clock = h.testclock().unwrap();
+    let t0 = clock.time();
+    let mut completed = 0;
+    for k in 0..8u64 {
+        // Nothing is consumed while the clock stands still.
+        std::thread::sleep(Duration::from_millis(20));
+        completed += g.try_io(QUEUE_TX).unwrap().len() as u64;
+        assert_eq!(completed, k.min(4), "completions before crank {k}");
+
+        h.crank_single_clock_wait().unwrap();
+        let buf = h.pull().unwrap();
+        assert_eq!(clock.time(), t0 + period * (k + 1));
+        assert_eq!(buf.duration(), Some(period));
+        if k < 4 {
+            assert!(!buf.flags().contains(gst::BufferFlags::GAP));
+            assert!(*buf.map_readable().unwrap() == *tone(&p, k * 480, 480));
+            let done = g.wait_io(QUEUE_TX, TIMEOUT).unwrap();
+            assert_eq!(done.len(), 1);
+            completed += 1;
+        } else {
+            // The guest under-ran: silence, flagged GAP, keeps downstream running.
+            assert!(buf.flags().contains(gst::BufferFlags::GAP));
+            assert!(buf.map_readable().unwrap().iter().all(|b| *b == 0));
+        }
+        if k > 0 {
+            assert_eq!(buf.pts(), Some(t0 + period * k));
+        }
+    }
+
+    // A stopped guest is silence too, and its queued periods wait for it.
+    g.submit_tx(0, &tone(&p, 0, 480)).unwrap();
+    assert_eq!(g.stop(0).unwrap(), S_OK);
+    h.crank_single_clock_wait().unwrap();
+    assert!(h.pull().unwrap().flags().contains(gst::BufferFlags::GAP));
+    assert!(g.try_io(QUEUE_TX).unwrap().is_empty());
+    assert_eq!(g.start(0).unwrap(), S_OK);
+    h.crank_single_clock_wait().unwrap();
+    assert!(!h.pull().unwrap().flags().contains(gst::BufferFlags::GAP));
+    assert_eq!(g.wait_io(QUEUE_TX, TIMEOUT).unwrap().len(), 1);
+}
+
+#[test]
+fn serves_the_next_guest_after_a_disconnect() {
+    let socket = socket_path("src-reconnect");
+    let mut h = src_harness(&socket, false);
+    let bus = watch_bus(&h.element().unwrap());
+    let p = params(formats::FMT_S16, 48000, 2, 480);
+    for round in 0..3u64 {
+        let mut g = connect(&socket);
+        wait_message(&bus, |s| {
+            s.name() == "vhostsnd-connection" && s.get::<bool>("connected") == Ok(true)
+        });
+        let out = play_offline(&mut h, &mut g, &p, 4, round * 1000);
+        assert!(out == tone(&p, round * 1000, 4 * 480), "round {round}");
+        // Gone mid-stream, with a period still queued.
+        assert_eq!(g.stop(0).unwrap(), S_OK);
+        g.submit_tx(0, &tone(&p, 0, 480)).unwrap();
+        g.disconnect();
+        wait_message(&bus, |s| {
+            s.name() == "vhostsnd-connection" && s.get::<bool>("connected") == Ok(false)
+        });
+    }
+    assert!(bus.pop_filtered(&[gst::MessageType::Error]).is_none());
+}
+
+#[test]
+fn null_closes_the_socket_and_playing_serves_it_again() {
+    let socket = socket_path("src-state-cycle");
+    let mut h = src_harness(&socket, false);
+    let p = params(formats::FMT_S16, 48000, 2, 480);
+    let mut g = connect(&socket);
+    play_offline(&mut h, &mut g, &p, 2, 0);
+
+    let el = h.element().unwrap();
+    el.set_state(gst::State::Null).unwrap();
+    assert!(!socket.exists(), "the socket file is removed in NULL");
+    // The guest's connection is gone with it.
+    assert!(g.pcm_info(0, 1).is_err());
+
+    h.play();
+    assert!(socket.exists());
+    let mut g = connect(&socket);
+    let out = play_offline(&mut h, &mut g, &p, 3, 7);
+    assert!(out == tone(&p, 7, 3 * 480));
+}
+
+fn ready_error(socket: Option<&str>) -> (bool, Option<gst::Message>) {
+    init();
+    let el = gst::ElementFactory::make("vhostsndsrc").build().unwrap();
+    let bus = watch_bus(&el);
+    if let Some(s) = socket {
+        el.set_property("socket", s);
+    }
+    let ok = el.set_state(gst::State::Ready).is_ok();
+    let msg = bus.pop_filtered(&[gst::MessageType::Error]);
+    let _ = el.set_state(gst::State::Null);
+    (ok, msg)
+}
+
+fn error_text(msg: &gst::Message) -> String {
+    match msg.view() {
+        gst::MessageView::Error(e) => e.error().to_string(),
+        _ => String::new(),
+    }
+}
+
+#[test]
+fn socket_problems_are_clear_errors() {
+    // No socket set.
+    let (ok, msg) = ready_error(None);
+    assert!(!ok);
+    assert!(error_text(&msg.unwrap()).contains("socket"));
+
+    // A path that is not a socket is left alone.
+    let file = socket_path("src-not-a-socket");
+    std::fs::write(&file, b"precious").unwrap();
+    let (ok, msg) = ready_error(file.to_str());
+    assert!(!ok);
+    assert!(error_text(&msg.unwrap()).contains("not a socket"));
+    assert_eq!(std::fs::read(&file).unwrap(), b"precious");
+
+    // A socket another live process serves.
+    let busy = socket_path("src-busy");
+    let _other = UnixListener::bind(&busy).unwrap();
+    let (ok, msg) = ready_error(busy.to_str());
+    assert!(!ok);
+    assert!(error_text(&msg.unwrap()).contains("already served"));
+
+    // A directory that does not exist.
+    let (ok, msg) = ready_error(Some("/nonexistent-dir/snd.sock"));
+    assert!(!ok);
+    assert!(error_text(&msg.unwrap()).contains("cannot listen"));
+
+    // A stale socket file is replaced.
+    let stale = socket_path("src-stale");
+    drop(UnixListener::bind(&stale).unwrap());
+    assert!(stale.exists());
+    let (ok, msg) = ready_error(stale.to_str());
+    assert!(ok, "{msg:?}");
+}
+
+#[test]
+fn src_and_sink_on_one_socket_are_one_card() {
+    let socket = socket_path("one-card");
+    let mut src = src_harness(&socket, false);
+    let _sink = sink_harness(&socket);
+    let mut g = connect(&socket);
+    let info = g.probe().unwrap();
+    assert_eq!(u32::from(info.config.streams), 2);
+    // Both streams answer on the one connection; no second device exists.
+    let p = params(formats::FMT_S16, 48000, 2, 480);
+    assert_eq!(g.set_pcm_params(1, &p).unwrap(), S_OK);
+    let out = play_offline(&mut src, &mut g, &p, 3, 0);
+    assert!(out == tone(&p, 0, 3 * 480));
+    assert_eq!(g.start(2).unwrap(), S_BAD_MSG);
+}
