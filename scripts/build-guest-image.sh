@@ -201,6 +201,11 @@ for b in "${guest_bins[@]}"; do
     done < <(printf '%s\n' "$listing" | awk '/=>/ { if ($3 == "not") { print "NOTFOUND:" $1 } else print $3 }' |
         sed 's/^NOTFOUND:\(.*\)/\/missing\/\1/')
 done
+# glibc loads libgcc_s at run time to unwind on thread exit, so no listing names it;
+# alsabat aborts at its end without it.
+gcc_s=$(find "$ex" -name 'libgcc_s.so.1' | head -n1)
+[ -n "$gcc_s" ] || die "libgcc_s.so.1 missing from libgcc-s1"
+cp -L "$gcc_s" "$root/lib/x86_64-linux-gnu/libgcc_s.so.1"
 mkdir -p "$root/usr/share"
 cp -a "$ex/usr/share/alsa" "$root/usr/share/alsa"
 

@@ -10,6 +10,7 @@ use gst::glib;
 mod attach;
 pub mod audio;
 pub mod device;
+mod device_log;
 #[cfg(feature = "frontend")]
 pub mod frontend;
 mod pipeline_clock;
@@ -17,6 +18,7 @@ pub mod vhostsndsink;
 pub mod vhostsndsrc;
 
 fn plugin_init(plugin: &gst::Plugin) -> Result<(), glib::BoolError> {
+    device_log::install();
     vhostsndsrc::register(plugin)?;
     vhostsndsink::register(plugin)?;
     Ok(())

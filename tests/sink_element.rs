@@ -73,7 +73,10 @@ fn pipeline_tone_reaches_the_guest_sample_exact() {
         for _ in 0..4 {
             g.submit_rx(1, p.period_bytes).unwrap();
         }
-        push_audio(&mut h, tone(&p, 0, 4 * frames));
+        // Three periods: exactly the cushion (a period, upstream's chunk and 10 ms).
+        for k in 0..3 {
+            push_audio(&mut h, tone(&p, k * frames, frames));
+        }
         assert_eq!(g.start(1).unwrap(), S_OK);
         for k in 0..12 {
             let got = next_period(&mut h, &mut g);
@@ -82,32 +85,44 @@ fn pipeline_tone_reaches_the_guest_sample_exact() {
                 "format {format} {rate} Hz {channels} ch, period {k}"
             );
             g.submit_rx(1, p.period_bytes).unwrap();
-            push_audio(&mut h, tone(&p, (k + 4) * frames, frames));
+            push_audio(&mut h, tone(&p, (k + 3) * frames, frames));
         }
     }
 }
 
+/// Upstream that under-runs gives the guest silence, never a stutter: audio resumes
+/// whole once a cushion is queued again.
 #[test]
 fn upstream_underrun_is_silence_in_the_guests_format() {
     let socket = socket_path("sink-underrun");
     let mut h = clocked_sink(&socket);
     let mut g = connect(&socket);
     let p = params(formats::FMT_U8, 8000, 1, 80);
+    let silent = |d: &[u8]| d.iter().all(|b| *b == 0x80);
     prepare_capture(&mut g, &mut h, &p);
     for _ in 0..4 {
         g.submit_rx(1, p.period_bytes).unwrap();
     }
     assert_eq!(g.start(1).unwrap(), S_OK);
-    // Half a period from upstream, then nothing: the rest is unsigned silence.
-    let half = tone(&p, 0, 40);
-    push_audio(&mut h, half.clone());
-    let got = next_period(&mut h, &mut g);
-    assert_eq!(&got[..40], &half[..]);
-    assert!(got[40..].iter().all(|b| *b == 0x80));
-    for _ in 0..3 {
-        let got = next_period(&mut h, &mut g);
-        assert!(got.iter().all(|b| *b == 0x80));
+    // Nothing from upstream: unsigned silence.
+    assert!(silent(&next_period(&mut h, &mut g)));
+    g.submit_rx(1, p.period_bytes).unwrap();
+
+    // Three periods arrive: they are played whole and in order.
+    let audio = tone(&p, 0, 240);
+    for chunk in audio.chunks(80) {
+        push_audio(&mut h, chunk.to_vec());
     }
+    for k in 0..3 {
+        assert_eq!(next_period(&mut h, &mut g), audio[k * 80..(k + 1) * 80]);
+        g.submit_rx(1, p.period_bytes).unwrap();
+    }
+    // Upstream stops: silence again; half a period is held back, not played as a
+    // half-filled period.
+    assert!(silent(&next_period(&mut h, &mut g)));
+    g.submit_rx(1, p.period_bytes).unwrap();
+    push_audio(&mut h, tone(&p, 240, 40));
+    assert!(silent(&next_period(&mut h, &mut g)));
 }
 
 #[test]

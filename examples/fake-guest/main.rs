@@ -114,14 +114,22 @@ fn run(args: Args) -> Result<(), String> {
             }
         }
     }
-    let record = stream_params(formats::FMT_S16, RECORD_RATE, RECORD_CHANNELS, args.period_ms)?;
-    let seconds = args.seconds.unwrap_or(if play_secs > 0.0 { play_secs } else { 5.0 });
+    let record = stream_params(
+        formats::FMT_S16,
+        RECORD_RATE,
+        RECORD_CHANNELS,
+        args.period_ms,
+    )?;
+    let seconds = args
+        .seconds
+        .unwrap_or(if play_secs > 0.0 { play_secs } else { 5.0 });
     let record_bytes = (seconds * record.byte_rate() as f64) as usize;
     let mut recorded = Vec::new();
     if args.record.is_some() {
         open(&mut g, CAPTURE, &record)?;
         for _ in 0..QUEUED {
-            g.submit_rx(CAPTURE, record.period_bytes).map_err(|e| e.to_string())?;
+            g.submit_rx(CAPTURE, record.period_bytes)
+                .map_err(|e| e.to_string())?;
         }
     }
 
@@ -153,7 +161,8 @@ fn run(args: Args) -> Result<(), String> {
             } else {
                 recorded.extend_from_slice(&c.data);
                 if recorded.len() < record_bytes {
-                    g.submit_rx(CAPTURE, record.period_bytes).map_err(|e| e.to_string())?;
+                    g.submit_rx(CAPTURE, record.period_bytes)
+                        .map_err(|e| e.to_string())?;
                 }
             }
         }

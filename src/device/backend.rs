@@ -140,7 +140,23 @@ impl VhostUserBackend for SndBackend {
             return Ok(());
         };
         match device_event as usize {
-            QUEUE_CONTROL => self.serve_control(vring),
+            QUEUE_CONTROL => {
+                // I/O the guest queued before this request was queued in the stream
+                // state before it: take it first, so that RELEASE (or PREPARE) returns
+                // it instead of the I/O being failed once its queue is served.
+                for (q, dir) in [
+                    (QUEUE_TX, Direction::Playback),
+                    (QUEUE_RX, Direction::Capture),
+                ] {
+                    if let Some(io) = vrings.get(q).filter(|v| {
+                        let v = v.get_ref();
+                        v.is_enabled() && v.get_queue().ready()
+                    }) {
+                        self.serve_io(io, dir);
+                    }
+                }
+                self.serve_control(vring)
+            }
             // The event buffers stay with the device until there is something to
             // report; taking none of them and returning is what keeps this from
             // spinning (pitfall 1 in the notes).

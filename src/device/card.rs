@@ -7,6 +7,7 @@
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use log::{debug, warn};
 use vhost_user_backend::{VringRwLock, VringT};
@@ -108,6 +109,13 @@ struct Stream {
     periods: u64,
     /// Capture only: audio from vhostsndsink waiting for the guest.
     fifo: VecDeque<u8>,
+    /// Capture only: the FIFO holds enough to ride out upstream's jitter.
+    primed: bool,
+    /// Capture only: the largest piece of audio upstream delivers at once.
+    max_chunk: usize,
+    /// Playback only: periods completed since the guest last queued one.
+    unacked: u32,
+    last_completion: Option<Instant>,
     /// Playback only: what the pipeline behind vhostsndsrc adds, told to the guest.
     downstream_latency_ns: u64,
     scratch: Vec<u8>,
@@ -127,6 +135,10 @@ impl Stream {
             frames_done: 0,
             periods: 0,
             fifo: VecDeque::new(),
+            primed: false,
+            max_chunk: 0,
+            unacked: 0,
+            last_completion: None,
             downstream_latency_ns: 0,
             scratch: Vec::new(),
         }
@@ -137,6 +149,15 @@ impl Stream {
         self.origin = None;
         self.frames_done = 0;
         self.clock.interrupt();
+    }
+
+    /// Capture audio queued before the guest is served: enough for one period plus
+    /// upstream's largest chunk plus 10 ms of scheduling jitter, so that the queue
+    /// cannot run dry at a period boundary once it has been reached.
+    fn cushion(&self, p: &PcmParams) -> usize {
+        let frame = p.frame_bytes() as usize;
+        let jitter = (p.rate_hz() / 100) as usize * frame;
+        p.period_bytes as usize + self.max_chunk.div_ceil(frame) * frame + jitter
     }
 
     fn frame_bytes(&self) -> u32 {
@@ -150,6 +171,9 @@ pub(crate) struct State {
     mem: Option<GuestMemoryAtomic<GuestMem>>,
     connected: bool,
     pub(crate) shutdown: bool,
+    /// Threads in `wait_playback`: queuing playback I/O only notifies when there are
+    /// any (a condvar notification is a system call even when nobody waits).
+    data_waiters: usize,
 }
 
 impl State {
@@ -164,6 +188,9 @@ type Listener = Arc<dyn Fn(&DeviceEvent) + Send + Sync>;
 pub struct Card {
     state: Mutex<State>,
     cond: Condvar,
+    /// Only `wait_playback` waits here: new guest I/O concerns nobody else, so queuing
+    /// it does not wake the pacers. Notified along with `cond` for everything else.
+    data: Condvar,
     listeners: Mutex<Vec<(u64, Listener)>>,
     next_listener: Mutex<u64>,
 }
@@ -188,8 +215,10 @@ impl Card {
                 mem: None,
                 connected: false,
                 shutdown: false,
+                data_waiters: 0,
             }),
             cond: Condvar::new(),
+            data: Condvar::new(),
             listeners: Mutex::new(Vec::new()),
             next_listener: Mutex::new(0),
         }
@@ -203,6 +232,12 @@ impl Card {
         self.cond.wait(guard).unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Wakes every thread waiting on the card's state.
+    fn notify(&self) {
+        self.cond.notify_all();
+        self.data.notify_all();
+    }
+
     /// Wakes everything blocked on the card (pacers, elements waiting for data).
     pub fn wake(&self) {
         let mut st = self.lock();
@@ -210,7 +245,7 @@ impl Card {
             s.clock.interrupt();
         }
         drop(st);
-        self.cond.notify_all();
+        self.notify();
     }
 
     pub fn subscribe(&self, f: Listener) -> u64 {
@@ -263,7 +298,7 @@ impl Card {
 
     pub fn connected(&self) {
         self.lock().connected = true;
-        self.cond.notify_all();
+        self.notify();
         self.emit(DeviceEvent::Connected);
     }
 
@@ -280,7 +315,7 @@ impl Card {
                 .filter_map(|d| Self::reset_stream(st.stream(*d)))
                 .collect::<Vec<_>>()
         };
-        self.cond.notify_all();
+        self.notify();
         for ev in released {
             self.emit(ev);
         }
@@ -296,7 +331,7 @@ impl Card {
                 .filter_map(|d| Self::reset_stream(st.stream(*d)))
                 .collect::<Vec<_>>()
         };
-        self.cond.notify_all();
+        self.notify();
         for ev in released {
             self.emit(ev);
         }
@@ -326,7 +361,11 @@ impl Card {
         let ev_params = {
             let mut st = self.lock();
             let s = st.stream(dir);
-            let Some((next, transition)) = s.state.apply(req) else {
+            let applied = s.state.apply(req).filter(|(next, _)| {
+                // A stream released before it ever had parameters cannot run.
+                *next != PcmState::Prepared || s.params.is_some() || params.is_some()
+            });
+            let Some((next, transition)) = applied else {
                 debug!(
                     "{} stream: {req:?} refused in state {}",
                     dir.name(),
@@ -334,6 +373,13 @@ impl Card {
                 );
                 return wire::S_BAD_MSG;
             };
+            debug!(
+                "{} stream: {req:?} ({} -> {}, {} queued)",
+                dir.name(),
+                s.state.name(),
+                next.name(),
+                s.pending.len()
+            );
             if transition == Transition::ReturnPending {
                 self.return_pending(&mut st, dir);
             }
@@ -342,18 +388,19 @@ impl Card {
                 s.params = Some(p);
             }
             s.state = next;
-            if next != PcmState::Running {
-                // Audio the sink queued for a stream that stopped is stale by the
-                // time the stream runs again.
+            if req == PcmRequest::SetParams {
+                // Queued audio is in the old format.
                 s.fifo.clear();
+                s.max_chunk = 0;
             }
             if req == PcmRequest::Start {
                 s.periods = 0;
+                s.primed = false;
             }
             s.changed();
             s.params
         };
-        self.cond.notify_all();
+        self.notify();
         self.emit(DeviceEvent::Stream {
             direction: dir,
             request: req,
@@ -415,8 +462,12 @@ impl Card {
             return;
         }
         s.pending.push_back(msg);
+        s.unacked = 0;
+        let waiters = st.data_waiters > 0;
         drop(st);
-        self.cond.notify_all();
+        if dir == Direction::Playback && waiters {
+            self.data.notify_all();
+        }
     }
 
     fn fail(st: &State, dir: Direction, head: u16, status: &SegList, code: u32) {
@@ -501,6 +552,9 @@ impl Card {
                     }
                 }
                 Self::complete(st, dir, &msg, wire::S_OK, latency, None);
+                let s = st.stream(dir);
+                s.unacked += 1;
+                s.last_completion = Some(Instant::now());
                 (
                     frames,
                     out.map_or(Playback::Idle, |d| Playback::Data(d, params)),
@@ -510,8 +564,22 @@ impl Card {
                 let n = msg.data_len() as usize;
                 let mut buf = std::mem::take(&mut s.scratch);
                 buf.clear();
-                let have = n.min(s.fifo.len());
-                buf.extend(s.fifo.drain(..have));
+                // Upstream delivers in chunks and with jitter: audio is handed to the
+                // guest only once a cushion is queued, and after an under-run the
+                // cushion is rebuilt, so the guest hears silence or continuous audio,
+                // never a stutter.
+                if !s.primed && s.fifo.len() >= s.cushion(&params) {
+                    s.primed = true;
+                }
+                let have = if s.primed { n.min(s.fifo.len()) } else { 0 };
+                if have < n {
+                    s.primed = false;
+                }
+                let (a, b) = s.fifo.as_slices();
+                let from_a = have.min(a.len());
+                buf.extend_from_slice(&a[..from_a]);
+                buf.extend_from_slice(&b[..have - from_a]);
+                s.fifo.drain(..have);
                 let latency = s.fifo.len() as u32;
                 if have < n {
                     buf.extend_from_slice(&silence(Some(params), n - have));
@@ -603,7 +671,7 @@ impl Card {
             s.changed();
         }
         drop(st);
-        self.cond.notify_all();
+        self.notify();
     }
 
     /// Paces `dir` by `clock` from now on; `None` goes back to the monotonic clock.
@@ -614,7 +682,7 @@ impl Card {
         s.clock = clock.unwrap_or_else(|| Arc::new(MonotonicClock::new()));
         s.changed();
         drop(st);
-        self.cond.notify_all();
+        self.notify();
     }
 
     pub fn set_playback_latency(&self, ns: u64) {
@@ -642,42 +710,76 @@ impl Card {
                 return None;
             }
             let s = st.stream(Direction::Playback);
-            if s.state == PcmState::Running && !s.pending.is_empty() {
-                if let (_, Playback::Data(d, p)) =
-                    self.run_period(&mut st, Direction::Playback, true)
-                {
-                    return Some((d, p));
+            let mut wait = None;
+            if let (PcmState::Running, Some(p)) = (s.state, s.params) {
+                if !s.pending.is_empty() {
+                    // A Linux guest reads its position when it handles completions:
+                    // a whole buffer completed in one burst wraps the position back to
+                    // where it was, which ALSA takes for no progress (and fails the
+                    // write with EIO). So stay less than a buffer ahead of the guest:
+                    // wait for it to queue more, or for a period of real time.
+                    let limit = (p.buffer_bytes / p.period_bytes.max(1))
+                        .saturating_sub(1)
+                        .max(1);
+                    let period = Duration::from_nanos(p.bytes_to_ns(u64::from(p.period_bytes)));
+                    let since = s.last_completion.map_or(period, |t| t.elapsed());
+                    if s.unacked < limit || since >= period {
+                        if let (_, Playback::Data(d, p)) =
+                            self.run_period(&mut st, Direction::Playback, true)
+                        {
+                            return Some((d, p));
+                        }
+                        continue;
+                    }
+                    wait = Some(period - since);
                 }
-                continue;
             }
-            st = self.wait(st);
+            st.data_waiters += 1;
+            st = match wait {
+                Some(t) => self
+                    .data
+                    .wait_timeout(st, t)
+                    .map(|(g, _)| g)
+                    .unwrap_or_else(|e| e.into_inner().0),
+                None => self.data.wait(st).unwrap_or_else(|e| e.into_inner()),
+            };
+            st.data_waiters -= 1;
         }
     }
 
     /// vhostsndsink: queues audio for the guest's capture stream. Returns `false` (and
     /// drops the audio) when the guest is not capturing.
+    ///
+    /// Like a microphone that is always on, the newest cushion of audio is kept
+    /// while the guest has the stream set up but stopped, so a capture starts with
+    /// what was said just before, not with silence.
     pub fn push_capture(&self, data: &[u8]) -> bool {
         let mut st = self.lock();
         let s = st.stream(Direction::Capture);
-        if !matches!(s.state, PcmState::Running | PcmState::Prepared) {
-            return false;
-        }
-        let Some(p) = s.params else {
+        let Some(p) = s.params.filter(|_| s.state != PcmState::Idle) else {
             return false;
         };
-        s.fifo.extend(data.iter().copied());
+        s.fifo.extend(data);
+        s.max_chunk = s.max_chunk.max(data.len());
+        let running = s.state == PcmState::Running;
         // Bounded by the guest's own buffer (and a second of audio, whatever the guest
         // asked for) so latency and memory cannot grow without limit: the oldest
-        // audio goes first.
-        let periods = 4 * p.period_bytes as usize;
-        let cap = (p.buffer_bytes as usize)
-            .min(p.byte_rate() as usize)
-            .max(periods);
-        if s.fifo.len() > cap {
-            let excess = s.fifo.len() - cap;
-            s.fifo.drain(..excess);
+        // audio goes first. There is always room for the cushion.
+        let period = p.period_bytes as usize;
+        let keep = if running {
+            (p.buffer_bytes as usize)
+                .min(p.byte_rate() as usize)
+                .max(4 * period)
+                .max(2 * s.cushion(&p))
+        } else {
+            s.cushion(&p)
+        };
+        if s.fifo.len() > keep {
+            let frame = p.frame_bytes() as usize;
+            let excess = (s.fifo.len() - keep).div_ceil(frame) * frame;
+            s.fifo.drain(..excess.min(s.fifo.len()));
         }
-        true
+        running
     }
 }
 

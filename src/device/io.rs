@@ -134,7 +134,11 @@ where
     let mut readable = Vec::new();
     let mut writable = Vec::new();
     let (mut rlen, mut wlen) = (0u32, 0u32);
+    let mut ended = true;
     for desc in chain {
+        // The iterator stops quietly at a loop (after queue-size descriptors) or a bad
+        // `next`; the last descriptor then still says there is more.
+        ended = !desc.has_next();
         let seg = Seg {
             addr: desc.addr(),
             len: desc.len(),
@@ -155,6 +159,9 @@ where
             rlen = rlen.checked_add(seg.len).ok_or("chain length overflows")?;
             readable.push(seg);
         }
+    }
+    if !ended {
+        return Err("descriptor chain loops or is longer than the queue");
     }
     Ok((SegList(readable), SegList(writable)))
 }

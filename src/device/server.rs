@@ -180,6 +180,9 @@ fn serve(mut listener: Listener, card: Arc<Card>, stop: &StopSignal) {
             Err(e) => info!("vhost-user connection ended: {e}"),
         }
         stop.conn().take();
+        // Joins the connection's worker thread first, so nothing of this connection
+        // (its rings, its memory) can reach the card after it is reset.
+        drop(daemon);
         card.disconnected();
     }
 }

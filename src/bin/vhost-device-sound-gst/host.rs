@@ -114,6 +114,23 @@ impl HostPipeline {
         self.teardown();
     }
 
+    /// Ends the pipeline for good at shutdown, letting it drain first so that file
+    /// outputs (wavenc, mp4mux, ...) are complete.
+    pub fn finish(&self) {
+        *self.wanted.borrow_mut() = false;
+        if let Some((pipeline, _)) = self.running.borrow().as_ref() {
+            if pipeline.send_event(gst::event::Eos::new()) {
+                if let Some(bus) = pipeline.bus() {
+                    let _ = bus.timed_pop_filtered(
+                        gst::ClockTime::from_seconds(3),
+                        &[gst::MessageType::Eos, gst::MessageType::Error],
+                    );
+                }
+            }
+        }
+        self.teardown();
+    }
+
     fn teardown(&self) {
         if let Some((pipeline, _watch)) = self.running.borrow_mut().take() {
             let _ = pipeline.set_state(gst::State::Null);

@@ -104,9 +104,9 @@ fn run(args: cli::Args) -> Result<(), String> {
 
     device.card().unsubscribe(subscription);
     if let Some(c) = &capture {
-        c.stop();
+        c.finish();
     }
-    playback.stop();
+    playback.finish();
     drop(device);
     Ok(())
 }
