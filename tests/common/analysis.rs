@@ -61,7 +61,7 @@ pub fn sine(freq: f64, rate: u32, channels: usize, frames: usize, amplitude: f32
     for i in 0..frames {
         let v = amplitude
             * (2.0 * std::f64::consts::PI * freq * i as f64 / f64::from(rate)).sin() as f32;
-        out.extend(std::iter::repeat(v).take(channels));
+        out.extend(std::iter::repeat_n(v, channels));
     }
     out
 }
