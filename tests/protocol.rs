@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use gstvhostsnd::device::formats::{self, FMT_S16, FMT_U8};
 use gstvhostsnd::device::wire::*;
 use gstvhostsnd::device::{Device, Direction, Error, PacerClock, PcmState};
-use gstvhostsnd::frontend::{Completion, Desc, FakeGuest, Segment, POISON};
+use gstvhostsnd::frontend::{Completion, Desc, FakeGuest, FakeGuestOptions, Segment, POISON};
 use vm_memory::ByteValued;
 
 const T: Duration = Duration::from_secs(5);
@@ -897,6 +897,75 @@ fn pacing_follows_the_clock_exactly() {
     assert_eq!(g.release(CAP).unwrap(), S_OK);
     assert_eq!(take(&mut g, QUEUE_TX, 2)[1].token, more[3]);
     card.set_playback_latency(0);
+}
+
+/// While a stream runs with I/O queued, the device takes the guest's new periods from
+/// the ring at each period by itself and asks for no kicks (EVENT_IDX, or the used
+/// ring's NO_NOTIFY flag without it); once the stream stops, kicks are asked for again.
+fn fed_without_kicks(rig: &Rig, g: &mut FakeGuest) {
+    setup(g, PLAY);
+    setup(g, CAP);
+    let mut tq: std::collections::VecDeque<_> = (0..2).map(|i| tx(g, i)).collect();
+    let mut rq: std::collections::VecDeque<_> = (0..2).map(|_| rx(g)).collect();
+    assert_eq!(g.start(PLAY).unwrap(), S_OK);
+    assert_eq!(g.start(CAP).unwrap(), S_OK);
+    let kicks = [g.kicks(QUEUE_TX), g.kicks(QUEUE_RX)];
+    for i in 0..20 {
+        rig.tl.step(&[PLAY, CAP]);
+        let c = take(g, QUEUE_TX, 1);
+        assert_eq!(Some(c[0].token), tq.pop_front(), "tx period {i} in order");
+        assert_tx_ok(&c[0]);
+        let c = take(g, QUEUE_RX, 1);
+        assert_eq!(Some(c[0].token), rq.pop_front(), "rx period {i} in order");
+        assert_rx_silence(&c[0], PERIOD, 0);
+        tq.push_back(tx(g, 2 + i));
+        rq.push_back(rx(g));
+    }
+    // With EVENT_IDX the kick the device last asked for (before START) is still
+    // owed once; after that, none.
+    for (q, before) in [(QUEUE_TX, kicks[0]), (QUEUE_RX, kicks[1])] {
+        let n = g.kicks(q) - before;
+        assert!(
+            n <= 1,
+            "{n} kicks on queue {q} for 20 periods of a running stream"
+        );
+    }
+    assert_eq!(g.stop(PLAY).unwrap(), S_OK);
+    let before = g.kicks(QUEUE_TX);
+    tq.push_back(tx(g, 99));
+    assert_eq!(
+        g.kicks(QUEUE_TX),
+        before + 1,
+        "a stopped stream asks for kicks"
+    );
+    assert_eq!(g.stop(CAP).unwrap(), S_OK);
+    assert_eq!(g.release(PLAY).unwrap(), S_OK);
+    assert_eq!(g.release(CAP).unwrap(), S_OK);
+    let c = take(g, QUEUE_TX, 3);
+    assert!(
+        c.iter().map(|c| c.token).eq(tq),
+        "RELEASE returns the rest in order"
+    );
+    let c = take(g, QUEUE_RX, 2);
+    assert!(c.iter().map(|c| c.token).eq(rq));
+}
+
+#[test]
+fn running_streams_are_fed_without_kicks() {
+    let (rig, mut g) = Rig::new("no-kicks");
+    assert!(
+        g.event_idx(),
+        "the device offers EVENT_IDX and the guest takes it"
+    );
+    fed_without_kicks(&rig, &mut g);
+    drop(g);
+    let opts = FakeGuestOptions {
+        event_idx: false,
+        ..FakeGuestOptions::default()
+    };
+    let mut g = FakeGuest::connect_with(&rig.path, T, opts).expect("reconnect");
+    assert!(!g.event_idx());
+    fed_without_kicks(&rig, &mut g);
 }
 
 // ---------------------------------------------------------------------------------

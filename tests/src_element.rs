@@ -3,7 +3,7 @@
 mod support;
 
 use std::os::unix::net::UnixListener;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use gst::prelude::*;
 use gst_check::Harness;
@@ -129,6 +129,51 @@ fn renegotiates_when_the_guest_changes_parameters() {
     assert_eq!(msg.get::<i32>("channels").unwrap(), 1);
     assert_eq!(msg.get::<&str>("direction").unwrap(), "playback");
     assert_eq!(msg.get::<u32>("stream").unwrap(), 0);
+}
+
+/// Offline, every queued period but the guest's newest completes at once, in one
+/// buffer and with one interrupt; the newest waits for the guest to queue another (or,
+/// at the end of a stream, for a period of real time), so that a Linux guest never
+/// sees its position move a whole buffer between two reads.
+#[test]
+fn offline_completes_all_but_the_newest_period_at_once() {
+    let socket = socket_path("src-offline-batch");
+    let mut h = src_harness(&socket, false);
+    let mut g = connect(&socket);
+    let p = params(formats::FMT_S16, 48000, 2, 480);
+    let period = |k: u64| tone(&p, k * 480, 480);
+    start_playback(&mut g, &p);
+    for k in 0..4 {
+        g.submit_tx(0, &period(k)).unwrap();
+    }
+    assert_eq!(g.start(0).unwrap(), S_OK);
+
+    let buf = h.pull().expect("the first three periods");
+    assert!(*buf.map_readable().unwrap() == [period(0), period(1), period(2)].concat());
+    assert_eq!(
+        g.wait_io(QUEUE_TX, Duration::from_secs(5)).unwrap().len(),
+        3
+    );
+
+    let queued = Instant::now();
+    g.submit_tx(0, &period(4)).unwrap();
+    let buf = h.pull().expect("the fourth period, once a fifth is queued");
+    assert!(*buf.map_readable().unwrap() == period(3));
+    assert_eq!(
+        g.wait_io(QUEUE_TX, Duration::from_secs(5)).unwrap().len(),
+        1
+    );
+
+    let buf = h.pull().expect("the last period");
+    assert!(*buf.map_readable().unwrap() == period(4));
+    assert!(
+        queued.elapsed() >= Duration::from_millis(10),
+        "the guest's newest period completed before a period of real time passed"
+    );
+    assert_eq!(
+        g.wait_io(QUEUE_TX, Duration::from_secs(5)).unwrap().len(),
+        1
+    );
 }
 
 /// The test clock is the guest's clock: a period completes when, and only when, the

@@ -7,7 +7,7 @@ use log::{debug, warn};
 use vhost::vhost_user::message::{VhostUserProtocolFeatures, VhostUserVirtioFeatures};
 use vhost_user_backend::{VhostUserBackend, VringRwLock, VringT};
 use virtio_bindings::virtio_config::VIRTIO_F_VERSION_1;
-use virtio_bindings::virtio_ring::VIRTIO_RING_F_INDIRECT_DESC;
+use virtio_bindings::virtio_ring::{VIRTIO_RING_F_EVENT_IDX, VIRTIO_RING_F_INDIRECT_DESC};
 use virtio_queue::QueueT;
 use vm_memory::{ByteValued, GuestAddressSpace, GuestMemoryAtomic};
 use vmm_sys_util::epoll::EventSet;
@@ -17,7 +17,7 @@ use vmm_sys_util::event::{
 
 use super::card::{Card, Direction};
 use super::control::{self, Topology};
-use super::io::{self, GuestMem};
+use super::io::GuestMem;
 use super::wire::{NUM_QUEUES, QUEUE_CONTROL, QUEUE_EVENT, QUEUE_RX, QUEUE_TX};
 
 /// QEMU's vhost-user-snd uses 64-entry queues.
@@ -39,30 +39,31 @@ impl SndBackend {
         };
         let mem = atomic.memory();
         loop {
-            let chain = vring.get_mut().get_queue_mut().pop_descriptor_chain(&*mem);
-            let Some(chain) = chain else { break };
-            let head = chain.head_index();
-            let len = control::handle(&self.card, chain, &mem);
-            if let Err(e) = vring.add_used(head, len) {
-                warn!("control queue: cannot return descriptor {head}: {e}");
+            loop {
+                let chain = vring.get_mut().get_queue_mut().pop_descriptor_chain(&*mem);
+                let Some(chain) = chain else { break };
+                let head = chain.head_index();
+                let len = control::handle(&self.card, chain, &mem);
+                if let Err(e) = vring.add_used(head, len) {
+                    warn!("control queue: cannot return descriptor {head}: {e}");
+                }
             }
+            // With EVENT_IDX the guest kicks again only once asked to; a request
+            // queued meanwhile is served now rather than never.
+            match vring.enable_notification() {
+                Ok(true) => continue,
+                Ok(false) => break,
+                Err(e) => {
+                    debug!("control queue: cannot ask for kicks: {e}");
+                    break;
+                }
+            }
+        }
+        if !vring.needs_notification().unwrap_or(true) {
+            return;
         }
         if let Err(e) = vring.signal_used_queue() {
             debug!("control queue: cannot signal the guest: {e}");
-        }
-    }
-
-    fn serve_io(&self, vring: &VringRwLock, dir: Direction) {
-        let Some(atomic) = self.card.memory() else {
-            return;
-        };
-        let mem = atomic.memory();
-        loop {
-            let chain = vring.get_mut().get_queue_mut().pop_descriptor_chain(&*mem);
-            let Some(chain) = chain else { break };
-            let head = chain.head_index();
-            let parsed = io::parse(chain, &mem, dir == Direction::Playback);
-            self.card.queue_io(dir, parsed, head);
         }
     }
 }
@@ -82,6 +83,7 @@ impl VhostUserBackend for SndBackend {
     fn features(&self) -> u64 {
         1 << VIRTIO_F_VERSION_1
             | 1 << VIRTIO_RING_F_INDIRECT_DESC
+            | 1 << VIRTIO_RING_F_EVENT_IDX
             | VhostUserVirtioFeatures::PROTOCOL_FEATURES.bits()
     }
 
@@ -144,16 +146,8 @@ impl VhostUserBackend for SndBackend {
                 // I/O the guest queued before this request was queued in the stream
                 // state before it: take it first, so that RELEASE (or PREPARE) returns
                 // it instead of the I/O being failed once its queue is served.
-                for (q, dir) in [
-                    (QUEUE_TX, Direction::Playback),
-                    (QUEUE_RX, Direction::Capture),
-                ] {
-                    if let Some(io) = vrings.get(q).filter(|v| {
-                        let v = v.get_ref();
-                        v.is_enabled() && v.get_queue().ready()
-                    }) {
-                        self.serve_io(io, dir);
-                    }
+                for dir in Direction::ALL {
+                    self.card.serve_ring(dir);
                 }
                 self.serve_control(vring)
             }
@@ -161,8 +155,8 @@ impl VhostUserBackend for SndBackend {
             // report; taking none of them and returning is what keeps this from
             // spinning (pitfall 1 in the notes).
             QUEUE_EVENT => {}
-            QUEUE_TX => self.serve_io(vring, Direction::Playback),
-            QUEUE_RX => self.serve_io(vring, Direction::Capture),
+            QUEUE_TX => self.card.serve_ring(Direction::Playback),
+            QUEUE_RX => self.card.serve_ring(Direction::Capture),
             _ => {}
         }
         Ok(())

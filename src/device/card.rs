@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use log::{debug, warn};
 use vhost_user_backend::{VringRwLock, VringT};
+use virtio_queue::QueueT;
 use vm_memory::{GuestAddressSpace, GuestMemoryAtomic};
 
 use super::clock::{MonotonicClock, PacerClock};
@@ -70,6 +71,17 @@ impl Direction {
     }
 }
 
+/// Who completes a stream's periods.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Pacing {
+    /// The card's own pacer thread, on the stream's clock.
+    Internal,
+    /// An element, on its own clock (vhostsndsrc in PLAYING).
+    Element,
+    /// An element, as fast as it takes them (vhostsndsrc with `is-live=false`).
+    OnDemand,
+}
+
 /// What happened on the card, for the elements to tell the application.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum DeviceEvent {
@@ -97,9 +109,7 @@ struct Stream {
     state: PcmState,
     params: Option<PcmParams>,
     pending: VecDeque<IoMessage>,
-    /// An element completes this stream's periods itself (vhostsndsrc in PLAYING or in
-    /// non-live mode); the internal pacer leaves it alone.
-    external: bool,
+    pacing: Pacing,
     clock: Arc<dyn PacerClock>,
     /// Bumped whenever what the pacer waits for changes.
     generation: u64,
@@ -113,8 +123,7 @@ struct Stream {
     primed: bool,
     /// Capture only: the largest piece of audio upstream delivers at once.
     max_chunk: usize,
-    /// Playback only: periods completed since the guest last queued one.
-    unacked: u32,
+    /// Playback only: when a period was last completed.
     last_completion: Option<Instant>,
     /// Playback only: what the pipeline behind vhostsndsrc adds, told to the guest.
     downstream_latency_ns: u64,
@@ -128,7 +137,7 @@ impl Stream {
             state: PcmState::Idle,
             params: None,
             pending: VecDeque::new(),
-            external: false,
+            pacing: Pacing::Internal,
             clock: Arc::new(MonotonicClock::new()),
             generation: 0,
             origin: None,
@@ -137,7 +146,6 @@ impl Stream {
             fifo: VecDeque::new(),
             primed: false,
             max_chunk: 0,
-            unacked: 0,
             last_completion: None,
             downstream_latency_ns: 0,
             scratch: Vec::new(),
@@ -398,7 +406,9 @@ impl Card {
                 s.primed = false;
             }
             s.changed();
-            s.params
+            let params = s.params;
+            self.poll_ring(&mut st, dir);
+            params
         };
         self.notify();
         self.emit(DeviceEvent::Stream {
@@ -424,12 +434,84 @@ impl Card {
         }
     }
 
-    // ---- I/O queues (backend thread) ----
+    // ---- I/O queues ----
 
-    /// Takes a tx/rx chain the guest made available. Chains that cannot be served are
-    /// answered (or returned unused) at once; good ones wait for their period.
-    pub fn queue_io(&self, dir: Direction, parsed: Result<IoMessage, Malformed>, head: u16) {
+    /// The vring worker's answer to a kick on `dir`'s queue.
+    pub fn serve_ring(&self, dir: Direction) {
         let mut st = self.lock();
+        let before = st.stream(dir).pending.len();
+        self.poll_ring(&mut st, dir);
+        let more = st.stream(dir).pending.len() > before;
+        let waiters = st.data_waiters > 0;
+        drop(st);
+        if dir == Direction::Playback && more && waiters {
+            self.data.notify_all();
+        }
+    }
+
+    /// Takes every chain the guest made available on `dir`'s queue, then tells the
+    /// guest whether to kick for the next one. A running, paced stream with I/O queued
+    /// looks at its ring at every period anyway, so kicks would only wake the vring worker
+    /// (and, under QEMU, cost a VM exit) for nothing: they are asked for only while
+    /// the device could otherwise miss new I/O. The card lock is held throughout, so
+    /// chains enter `pending` in ring order whichever thread takes them.
+    fn poll_ring(&self, st: &mut State, dir: Direction) {
+        let Some(vring) = st
+            .vrings
+            .as_ref()
+            .and_then(|v| v.get(dir.queue()))
+            .filter(|v| {
+                let v = v.get_ref();
+                v.is_enabled() && v.get_queue().ready()
+            })
+            .cloned()
+        else {
+            return;
+        };
+        let Some(atomic) = st.mem.clone() else {
+            return;
+        };
+        let mem = atomic.memory();
+        loop {
+            loop {
+                let chain = vring.get_mut().get_queue_mut().pop_descriptor_chain(&*mem);
+                let Some(chain) = chain else { break };
+                let head = chain.head_index();
+                let parsed = io::parse(chain, &mem, dir == Direction::Playback);
+                self.accept(st, dir, parsed, head);
+            }
+            let s = st.stream(dir);
+            // On demand, a kick is how the guest says it has caught up (see
+            // `wait_playback`), so it always kicks.
+            let polled = s.state == PcmState::Running && s.pacing != Pacing::OnDemand;
+            if polled && !s.pending.is_empty() {
+                if let Err(e) = vring.disable_notification() {
+                    debug!("{} queue: cannot suppress kicks: {e}", dir.name());
+                }
+                break;
+            }
+            match vring.enable_notification() {
+                // The guest queued more while kicks were being turned back on.
+                Ok(true) => continue,
+                Ok(false) => break,
+                Err(e) => {
+                    debug!("{} queue: cannot ask for kicks: {e}", dir.name());
+                    break;
+                }
+            }
+        }
+        Self::signal(st, dir);
+    }
+
+    /// Takes one tx/rx chain. Chains that cannot be served are answered (or returned
+    /// unused) at once; good ones wait for their period.
+    fn accept(
+        &self,
+        st: &mut State,
+        dir: Direction,
+        parsed: Result<IoMessage, Malformed>,
+        head: u16,
+    ) {
         let msg = match parsed {
             Ok(msg) => msg,
             Err(Malformed::NoStatus) => {
@@ -437,12 +519,12 @@ impl Card {
                     "{} chain {head} has no status area: returned unused",
                     dir.name()
                 );
-                Self::add_used(&st, dir, head, 0);
+                Self::push_used(st, dir, head, 0);
                 return;
             }
             Err(Malformed::Reply { status, reason }) => {
                 debug!("{} chain {head}: {reason}", dir.name());
-                Self::fail(&st, dir, head, &status, wire::S_BAD_MSG);
+                Self::fail(st, dir, head, &status, wire::S_BAD_MSG);
                 return;
             }
         };
@@ -458,16 +540,10 @@ impl Card {
         };
         if let Some(reason) = reason {
             debug!("{} chain {head}: {reason}", dir.name());
-            Self::fail(&st, dir, head, &msg.status, wire::S_IO_ERR);
+            Self::fail(st, dir, head, &msg.status, wire::S_IO_ERR);
             return;
         }
         s.pending.push_back(msg);
-        s.unacked = 0;
-        let waiters = st.data_waiters > 0;
-        drop(st);
-        if dir == Direction::Playback && waiters {
-            self.data.notify_all();
-        }
     }
 
     fn fail(st: &State, dir: Direction, head: u16, status: &SegList, code: u32) {
@@ -475,15 +551,30 @@ impl Card {
             .mem
             .as_ref()
             .is_some_and(|m| io::write_status(&m.memory(), status, code, 0).is_ok());
-        Self::add_used(st, dir, head, if written { status.len() } else { 0 });
+        Self::push_used(st, dir, head, if written { status.len() } else { 0 });
     }
 
-    fn add_used(st: &State, dir: Direction, head: u16, len: u32) {
-        let Some(vring) = st.vrings.as_ref().and_then(|v| v.get(dir.queue())) else {
+    fn vring(st: &State, dir: Direction) -> Option<&VringRwLock> {
+        st.vrings.as_ref().and_then(|v| v.get(dir.queue()))
+    }
+
+    /// Puts a chain on the used ring; [`signal`](Self::signal) tells the guest.
+    fn push_used(st: &State, dir: Direction, head: u16, len: u32) {
+        let Some(vring) = Self::vring(st, dir) else {
             return;
         };
         if let Err(e) = vring.add_used(head, len) {
             warn!("{} queue: cannot return descriptor {head}: {e}", dir.name());
+        }
+    }
+
+    /// Interrupts the guest for what was put on `dir`'s used ring since the last
+    /// signal, unless it said it does not need one (EVENT_IDX).
+    fn signal(st: &State, dir: Direction) {
+        let Some(vring) = Self::vring(st, dir) else {
+            return;
+        };
+        if !vring.needs_notification().unwrap_or(true) {
             return;
         }
         if let Err(e) = vring.signal_used_queue() {
@@ -512,16 +603,24 @@ impl Card {
             warn!("{} chain {}: guest memory went away", dir.name(), msg.head);
             0
         };
-        Self::add_used(st, dir, msg.head, len);
+        Self::push_used(st, dir, msg.head, len);
     }
 
     // ---- periods (pacers and elements) ----
 
-    /// Plays or records one period of `dir` now. Returns the frames it covered.
-    fn run_period(&self, st: &mut State, dir: Direction, keep: bool) -> (u64, Playback) {
+    /// Plays or records one period of `dir` now, appending a playback period's audio to
+    /// `out` if given. Returns the frames it covered and whether a guest period was
+    /// completed; the caller then calls [`poll_ring`](Self::poll_ring), once for a
+    /// batch of periods.
+    fn run_period(&self, st: &mut State, dir: Direction, out: Option<&mut Vec<u8>>) -> (u64, bool) {
+        if st.stream(dir).pending.is_empty() {
+            // Kicks are only suppressed while something is queued, but one may be
+            // on its way to the vring worker.
+            self.poll_ring(st, dir);
+        }
         let s = st.stream(dir);
         let Some(params) = s.params else {
-            return (0, Playback::Idle);
+            return (0, false);
         };
         let frame = u64::from(params.frame_bytes());
         let period_frames = u64::from(params.period_bytes) / frame;
@@ -533,7 +632,7 @@ impl Card {
                 let n = n.min(s.fifo.len());
                 s.fifo.drain(..n);
             }
-            return (period_frames, Playback::Idle);
+            return (period_frames, false);
         };
         let frames = u64::from(msg.data_len()) / frame;
         let mem = st.mem.as_ref().map(|m| m.memory());
@@ -542,23 +641,21 @@ impl Card {
             Direction::Playback => {
                 let latency = (s.downstream_latency_ns as u128 * params.byte_rate() as u128
                     / 1_000_000_000) as u32;
-                let mut out = None;
-                if keep {
-                    let mut data = vec![0u8; msg.data_len() as usize];
-                    if let Some(mem) = mem.as_deref() {
-                        if msg.data.read(mem, &mut data).is_ok() {
-                            out = Some(data);
-                        }
+                if let Some(out) = out {
+                    let at = out.len();
+                    let n = msg.data_len() as usize;
+                    out.resize(at + n, 0);
+                    let read = mem
+                        .as_deref()
+                        .is_some_and(|m| msg.data.read(m, &mut out[at..]).is_ok());
+                    if !read {
+                        out.truncate(at);
+                        out.extend_from_slice(&silence(Some(params), n));
                     }
                 }
                 Self::complete(st, dir, &msg, wire::S_OK, latency, None);
-                let s = st.stream(dir);
-                s.unacked += 1;
-                s.last_completion = Some(Instant::now());
-                (
-                    frames,
-                    out.map_or(Playback::Idle, |d| Playback::Data(d, params)),
-                )
+                st.stream(dir).last_completion = Some(Instant::now());
+                (frames, true)
             }
             Direction::Capture => {
                 let n = msg.data_len() as usize;
@@ -586,7 +683,7 @@ impl Card {
                 }
                 Self::complete(st, dir, &msg, wire::S_OK, latency, Some(&buf));
                 st.stream(dir).scratch = buf;
-                (frames, Playback::Idle)
+                (frames, true)
             }
         }
     }
@@ -602,7 +699,11 @@ impl Card {
                 }
                 let connected = st.connected;
                 let s = st.stream(dir);
-                if connected && s.state == PcmState::Running && !s.external && s.params.is_some() {
+                if connected
+                    && s.state == PcmState::Running
+                    && s.pacing == Pacing::Internal
+                    && s.params.is_some()
+                {
                     break;
                 }
                 st = self.wait(st);
@@ -640,10 +741,11 @@ impl Card {
             return true;
         }
         let mut st = self.lock();
-        if st.stream(dir).generation != generation || st.stream(dir).external {
+        if st.stream(dir).generation != generation || st.stream(dir).pacing != Pacing::Internal {
             return true;
         }
-        let (frames, _) = self.run_period(&mut st, dir, false);
+        let (frames, _) = self.run_period(&mut st, dir, None);
+        self.poll_ring(&mut st, dir);
         st.stream(dir).frames_done += frames;
         true
     }
@@ -663,12 +765,13 @@ impl Card {
     }
 
     /// An element takes over (or gives back) the completion of `dir`'s periods.
-    pub fn set_external(&self, dir: Direction, external: bool) {
+    pub fn set_pacing(&self, dir: Direction, pacing: Pacing) {
         let mut st = self.lock();
         let s = st.stream(dir);
-        if s.external != external {
-            s.external = external;
+        if s.pacing != pacing {
+            s.pacing = pacing;
             s.changed();
+            self.poll_ring(&mut st, dir);
         }
         drop(st);
         self.notify();
@@ -695,14 +798,22 @@ impl Card {
     /// playing and has one queued.
     pub fn take_playback(&self) -> Playback {
         let mut st = self.lock();
-        if st.stream(Direction::Playback).state != PcmState::Running {
+        let s = st.stream(Direction::Playback);
+        let Some(params) = s.params.filter(|_| s.state == PcmState::Running) else {
+            return Playback::Idle;
+        };
+        let mut data = Vec::with_capacity(params.period_bytes as usize);
+        let (_, done) = self.run_period(&mut st, Direction::Playback, Some(&mut data));
+        if !done {
             return Playback::Idle;
         }
-        self.run_period(&mut st, Direction::Playback, true).1
+        self.poll_ring(&mut st, Direction::Playback);
+        Playback::Data(data, params)
     }
 
-    /// Non-live vhostsndsrc: blocks until the guest has a period to play, or `cancel`
-    /// returns true (checked whenever the card is woken).
+    /// Non-live vhostsndsrc: blocks until the guest has periods to play, then completes
+    /// as many as it may at once (one wake-up and one interrupt for the lot), or
+    /// returns `None` when `cancel` returns true (checked whenever the card is woken).
     pub fn wait_playback(&self, cancel: &dyn Fn() -> bool) -> Option<(Vec<u8>, PcmParams)> {
         let mut st = self.lock();
         loop {
@@ -713,21 +824,28 @@ impl Card {
             let mut wait = None;
             if let (PcmState::Running, Some(p)) = (s.state, s.params) {
                 if !s.pending.is_empty() {
-                    // A Linux guest reads its position when it handles completions:
-                    // a whole buffer completed in one burst wraps the position back to
-                    // where it was, which ALSA takes for no progress (and fails the
-                    // write with EIO). So stay less than a buffer ahead of the guest:
-                    // wait for it to queue more, or for a period of real time.
-                    let limit = (p.buffer_bytes / p.period_bytes.max(1))
-                        .saturating_sub(1)
-                        .max(1);
+                    // A Linux guest reads its position (modulo its buffer) only when
+                    // it handles completions or its application writes: a whole
+                    // buffer completed between two reads puts the position back where
+                    // it was, ALSA sees no progress and fails the write with EIO. The
+                    // guest queues a period only after ALSA saw the position within a
+                    // buffer of it, so completing all but the newest queued period
+                    // stays less than a buffer ahead of what ALSA saw. The newest
+                    // waits for the guest to queue more, or for a period of real time.
                     let period = Duration::from_nanos(p.bytes_to_ns(u64::from(p.period_bytes)));
                     let since = s.last_completion.map_or(period, |t| t.elapsed());
-                    if s.unacked < limit || since >= period {
-                        if let (_, Playback::Data(d, p)) =
-                            self.run_period(&mut st, Direction::Playback, true)
+                    if s.pending.len() > 1 || since >= period {
+                        let mut data = Vec::new();
+                        while let (_, true) =
+                            self.run_period(&mut st, Direction::Playback, Some(&mut data))
                         {
-                            return Some((d, p));
+                            if st.stream(Direction::Playback).pending.len() < 2 {
+                                break;
+                            }
+                        }
+                        self.poll_ring(&mut st, Direction::Playback);
+                        if !data.is_empty() {
+                            return Some((data, p));
                         }
                         continue;
                     }

@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, LazyLock, Mutex, Weak};
 use std::thread::JoinHandle;
 
-pub use card::{Card, DeviceEvent, Direction, Playback, StreamSnapshot};
+pub use card::{Card, DeviceEvent, Direction, Pacing, Playback, StreamSnapshot};
 pub use clock::{MonotonicClock, PacerClock};
 pub use control::Topology;
 pub use formats::PcmParams;

@@ -62,6 +62,8 @@ struct QueueState {
     /// Indexed by head descriptor: what is in flight there.
     slots: Vec<Option<InFlight>>,
     ready: VecDeque<Completion>,
+    /// Notifications sent to the device.
+    kicks: u64,
 }
 
 struct InFlight {
@@ -125,6 +127,7 @@ impl FakeGuest {
                 call,
                 slots: (0..qsize).map(|_| None).collect(),
                 ready: VecDeque::new(),
+                kicks: 0,
             });
         }
         for q in 0..NUM_QUEUES {
@@ -499,6 +502,7 @@ impl FakeGuest {
         self.check_queue(queue)?;
         let qs = &mut self.queues[queue];
         qs.ring.needs_kick(&self.ram)?;
+        qs.kicks += 1;
         qs.kick.write(1)
     }
 
@@ -512,9 +516,16 @@ impl FakeGuest {
     fn kick_if_needed(&mut self, q: usize) -> io::Result<()> {
         let qs = &mut self.queues[q];
         if qs.ring.needs_kick(&self.ram)? {
+            qs.kicks += 1;
             qs.kick.write(1)?;
         }
         Ok(())
+    }
+
+    /// How many times `queue` was kicked (the device sees a kick as a wake-up of its
+    /// vring worker; under QEMU each one is also a VM exit).
+    pub fn kicks(&self, queue: usize) -> u64 {
+        self.queues.get(queue).map_or(0, |qs| qs.kicks)
     }
 
     fn check_queue(&self, q: usize) -> io::Result<()> {

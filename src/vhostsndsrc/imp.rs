@@ -18,7 +18,7 @@ use crate::attach::Attached;
 use crate::audio;
 use crate::device::card::silence;
 use crate::device::formats::{self, PcmParams, DEFAULT_PARAMS};
-use crate::device::{Card, Direction, PacerClock, Playback};
+use crate::device::{Card, Direction, PacerClock, Pacing, Playback};
 use crate::pipeline_clock::PipelineClock;
 
 static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
@@ -329,14 +329,14 @@ impl ElementImpl for VhostSndSrc {
         let live = self.is_live();
         if transition == gst::StateChange::PausedToPlaying && live {
             if let Ok(card) = self.card() {
-                card.set_external(Direction::Playback, true);
+                card.set_pacing(Direction::Playback, Pacing::Element);
             }
         }
         let ret = self.parent_change_state(transition);
         match transition {
             gst::StateChange::PlayingToPaused if live => {
                 if let Ok(card) = self.card() {
-                    card.set_external(Direction::Playback, false);
+                    card.set_pacing(Direction::Playback, Pacing::Internal);
                 }
             }
             gst::StateChange::ReadyToNull => {
@@ -358,7 +358,7 @@ impl BaseSrcImpl for VhostSndSrc {
                 lock(&self.timing).params = p;
             }
             if !self.is_live() {
-                card.set_external(Direction::Playback, true);
+                card.set_pacing(Direction::Playback, Pacing::OnDemand);
             }
         }
         Ok(())
@@ -366,7 +366,7 @@ impl BaseSrcImpl for VhostSndSrc {
 
     fn stop(&self) -> Result<(), gst::ErrorMessage> {
         if let Ok(card) = self.card() {
-            card.set_external(Direction::Playback, false);
+            card.set_pacing(Direction::Playback, Pacing::Internal);
         }
         Ok(())
     }
