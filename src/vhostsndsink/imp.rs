@@ -103,6 +103,14 @@ impl ObjectImpl for VhostSndSink {
             _ => glib::Value::from_type(pspec.value_type()),
         }
     }
+
+    fn constructed(&self) {
+        self.parent_constructed();
+        // Rendering only queues audio, and the device keeps a cushion against late
+        // audio: GstBaseSink's default 20 ms processing deadline would hold every
+        // buffer back 20 ms more for nothing.
+        self.obj().set_processing_deadline(gst::ClockTime::ZERO);
+    }
 }
 
 impl GstObjectImpl for VhostSndSink {}

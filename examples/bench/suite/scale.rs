@@ -4,7 +4,8 @@
 //! (`audiotestsrc is-live=true ! vhostsndsink`), each driven by a FakeGuest. The guests
 //! are shared out over at most two frontend threads that poll their queues every
 //! few milliseconds; their own CPU time is measured per thread
-//! (CLOCK_THREAD_CPUTIME_ID) and subtracted from the process's.
+//! (CLOCK_THREAD_CPUTIME_ID) and subtracted from the process's. The same number of
+//! pipelines without a device, measured first, gives what GStreamer alone costs.
 
 use std::sync::{Arc, Barrier, OnceLock};
 use std::time::{Duration, Instant};
@@ -43,6 +44,9 @@ pub struct ScaleRow {
     pub total_ms_per_s_stream: f64,
     pub frontend_ms_per_s_stream: f64,
     pub device_ms_per_s_stream: f64,
+    /// The same number of pipelines with GStreamer's own live source and sink in place
+    /// of the elements, and no device.
+    pub baseline_ms_per_s_stream: f64,
     pub rss_kib_per_dev: f64,
     pub shmem_kib_per_dev: f64,
     pub periods: usize,
@@ -136,8 +140,30 @@ fn drive(
     Ok(res)
 }
 
+/// CPU per stream of `n` pipelines that do what the device's pipelines do without a
+/// device: a live source into a synchronised fakesink, and a live source into a sink.
+fn baseline(n: usize, warm: Duration, secs: f64) -> Result<f64, String> {
+    let mut pipelines = Vec::new();
+    for _ in 0..n {
+        pipelines.push(setup::launch(
+            "audiotestsrc is-live=true samplesperbuffer=480 wave=silence ! fakesink sync=true \
+             audiotestsrc is-live=true samplesperbuffer=480 wave=silence ! fakesink sync=true",
+        )?);
+    }
+    std::thread::sleep(warm);
+    let cpu0 = stats::process_cpu();
+    std::thread::sleep(Duration::from_secs_f64(secs));
+    let cpu = (stats::process_cpu() - cpu0).as_secs_f64();
+    for pl in &pipelines {
+        setup::finish(pl)?;
+    }
+    Ok(cpu * 1e3 / (2 * n) as f64 / secs)
+}
+
 fn one(n: usize, secs: f64) -> Result<ScaleRow, String> {
     let p = setup::params(FMT_S16, 10);
+    let warm = Duration::from_millis(if secs < 5.0 { 500 } else { 1000 });
+    let base = baseline(n, warm, secs.min(5.0))?;
     let (rss0, shm0) = stats::rss_kib();
     let mut pipelines = Vec::new();
     let mut devs = Vec::new();
@@ -158,7 +184,6 @@ fn one(n: usize, secs: f64) -> Result<ScaleRow, String> {
         });
     }
     let threads = n.min(2);
-    let warm = Duration::from_millis(if secs < 5.0 { 500 } else { 1000 });
     let barrier = Arc::new(Barrier::new(threads + 1));
     // The window is fixed once every guest runs (the barrier).
     let win_cell = Arc::new(OnceLock::<(Instant, Instant)>::new());
@@ -198,6 +223,7 @@ fn one(n: usize, secs: f64) -> Result<ScaleRow, String> {
         total_ms_per_s_stream: total,
         frontend_ms_per_s_stream: fe,
         device_ms_per_s_stream: total - fe,
+        baseline_ms_per_s_stream: base,
         rss_kib_per_dev: rss1.saturating_sub(rss0) as f64 / n as f64,
         shmem_kib_per_dev: shm1.saturating_sub(shm0) as f64 / n as f64,
         periods: res.iter().map(|r| r.periods).sum(),
@@ -232,6 +258,8 @@ pub fn run(opts: &Opts) -> Result<Vec<Table>, String> {
             "total CPU (ms/s per stream)",
             "frontend CPU (ms/s per stream)",
             "device-side CPU (ms/s per stream)",
+            "GStreamer alone (ms/s per stream)",
+            "added by vhostsnd (ms/s per stream)",
             "RSS per device (KiB)",
             "of which guest RAM (shmem, KiB)",
             "periods / expected",
@@ -249,6 +277,8 @@ pub fn run(opts: &Opts) -> Result<Vec<Table>, String> {
             ms(r.total_ms_per_s_stream),
             ms(r.frontend_ms_per_s_stream),
             ms(r.device_ms_per_s_stream),
+            ms(r.baseline_ms_per_s_stream),
+            ms(r.device_ms_per_s_stream - r.baseline_ms_per_s_stream),
             format!("{:.0}", r.rss_kib_per_dev),
             format!("{:.0}", r.shmem_kib_per_dev),
             format!("{} / {}", r.periods, r.expected_periods),
@@ -261,7 +291,10 @@ pub fn run(opts: &Opts) -> Result<Vec<Table>, String> {
         "CPU: process user+system time (getrusage) over the window, divided by streams \
          (2 per device) and seconds of audio; frontend: the FakeGuest threads' own \
          CLOCK_THREAD_CPUTIME_ID; device-side = total - frontend (it includes the \
-         pipelines: audiotestsrc, fakesink, the elements and the device threads). RSS: \
+         pipelines: audiotestsrc, fakesink, the elements and the device threads). \
+         GStreamer alone: the same number of pipelines with `audiotestsrc is-live=true ! \
+         fakesink sync=true` in place of each branch, no device, measured just before \
+         (for at most 5 s); added by vhostsnd = device-side - GStreamer alone. RSS: \
          VmRSS growth from before the first pipeline to the start of the window, per \
          device; guest RAM (the FakeGuest's memfd, mapped by both the frontend and the \
          device) is the RssShmem part. Targets: 64 devices, 0 late; device-side <= 1 \
