@@ -806,3 +806,94 @@ fn daemon_no_capture_never_opens_a_source() {
         daemon_fail(&format!("SIGTERM exit status {code:?}"), None, &log);
     }
 }
+
+/// A host playback pipeline that fails (its output directory does not exist yet) is
+/// tried again every 5 s. Meanwhile the guest's card keeps real time and its audio is
+/// dropped; once the pipeline works, the guest is heard.
+#[test]
+fn daemon_retries_a_failed_host_pipeline() {
+    init();
+    let sock = socket("daemon-retry");
+    let dir = sock.with_file_name("not-yet");
+    let _ = std::fs::remove_dir_all(&dir);
+    let raw = dir.join("played.raw");
+    let playback = format!(
+        "audioconvert ! audio/x-raw,format=S16LE,rate=48000,channels=2 ! filesink location={}",
+        raw.display()
+    );
+    let d = Daemon::start(&[
+        "--socket",
+        sock.to_str().unwrap(),
+        "--playback",
+        &playback,
+        "--no-capture",
+    ]);
+    if !d.wait_log("retrying in 5 s", Duration::from_secs(10)) {
+        daemon_fail(
+            "the failed playback pipeline is not retried",
+            None,
+            &d.log(),
+        );
+    }
+
+    let play = |secs: f64| {
+        let wav = tone_wav(WavFormat::I16, 48000, &[440.0, 660.0], secs);
+        let script = format!("{TIMED}aplay -q -D hw:0,0 tone.wav{TIMED_END}");
+        boot(GuestOpts::new(script).socket(&sock).file("tone.wav", wav))
+    };
+    let out = play(2.0);
+    if out.rc != 0 {
+        daemon_fail(
+            "the guest could not play without a host pipeline",
+            Some(&out),
+            &d.log(),
+        );
+    }
+    let t = elapsed(&out);
+    if !(1.8..6.0).contains(&t) {
+        daemon_fail(
+            &format!("2 s of audio took {t:.3} s: the card did not keep real time"),
+            Some(&out),
+            &d.log(),
+        );
+    }
+
+    std::fs::create_dir_all(&dir).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !raw.exists() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    if !raw.exists() {
+        daemon_fail("the pipeline never came back", None, &d.log());
+    }
+    let out = play(2.0);
+    if out.rc != 0 {
+        daemon_fail(
+            "the guest could not play once the pipeline was back",
+            Some(&out),
+            &d.log(),
+        );
+    }
+    let (code, log) = d.terminate();
+    if code != Some(0) {
+        daemon_fail(&format!("SIGTERM exit status {code:?}"), None, &log);
+    }
+    let bytes = std::fs::read(&raw).unwrap();
+    let samples: Vec<i16> = bytes
+        .chunks_exact(2)
+        .map(|b| i16::from_le_bytes([b[0], b[1]]))
+        .collect();
+    let samples = analysis::i16_to_f32(&samples);
+    let tone = analysis::detect_tone(&analysis::channel(&samples, 2, 0), 48000, 0.05);
+    let heard = tone.map_or(0.0, |s| s.duration_secs(48000));
+    let in_tone = tone.map_or(&[][..], |s| &samples[2 * s.start..2 * s.end]);
+    let freqs = analysis::dominant_frequency_per_channel(in_tone, 2, 48000);
+    let near = |f: Option<f64>, want: f64| f.is_some_and(|f| (f - want).abs() < 5.0);
+    if heard < 1.8 || !near(freqs[0], 440.0) || !near(freqs[1], 660.0) {
+        daemon_fail(
+            &format!("after the retry the host got {heard:.2} s of tone at {freqs:?}"),
+            None,
+            &log,
+        );
+    }
+}

@@ -20,6 +20,10 @@ use super::io::{self, GuestMem, IoMessage, Malformed, SegList};
 use super::pcm::{PcmRequest, PcmState, Transition};
 use super::wire::{self, D_INPUT, D_OUTPUT};
 
+/// Chains taken from one queue in one look at its ring: four times what QEMU's
+/// 64-entry queues can hold.
+const POLL_BUDGET: usize = 256;
+
 /// The two streams the card has, in stream-id order.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Direction {
@@ -472,13 +476,22 @@ impl Card {
             return;
         };
         let mem = atomic.memory();
+        // A guest that re-queues every refused chain at once could otherwise keep
+        // this loop, and the card lock, forever; a real one never queues more than its
+        // ring holds between two periods.
+        let mut budget = POLL_BUDGET;
         loop {
-            loop {
+            while budget > 0 {
                 let chain = vring.get_mut().get_queue_mut().pop_descriptor_chain(&*mem);
                 let Some(chain) = chain else { break };
+                budget -= 1;
                 let head = chain.head_index();
                 let parsed = io::parse(chain, &mem, dir == Direction::Playback);
                 self.accept(st, dir, parsed, head);
+            }
+            if budget == 0 {
+                debug!("{} queue: chain budget spent, the rest waits", dir.name());
+                break;
             }
             let s = st.stream(dir);
             // On demand, a kick is how the guest says it has caught up (see

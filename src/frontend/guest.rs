@@ -585,7 +585,7 @@ impl FakeGuest {
     /// collected too.
     fn harvest(&mut self) -> io::Result<()> {
         let now = Instant::now();
-        let mut events_refilled = false;
+        let mut event_blocks = Vec::new();
         for q in 0..self.queues.len() {
             let qs = &mut self.queues[q];
             let pending = qs.ring.used_pending(&self.ram)?;
@@ -624,20 +624,8 @@ impl FakeGuest {
                         at: now,
                     });
                     if let Some(block) = inf.block {
-                        // Refill at once, like virtsnd_event_notify_cb.
-                        self.ram.poison(block.addr, 8)?;
-                        let desc = [RawDesc {
-                            addr: block.addr,
-                            len: 8,
-                            flags: VRING_DESC_F_WRITE,
-                            link: None,
-                        }];
-                        let head = qs.ring.add_chain(&self.ram, &desc)?;
-                        qs.slots[usize::from(head)] = Some(InFlight {
-                            kind: Kind::Event { gpa: block.addr },
-                            ..inf
-                        });
-                        events_refilled = true;
+                        // Refilled below, like virtsnd_event_notify_cb.
+                        event_blocks.push(block);
                     }
                     continue;
                 }
@@ -688,7 +676,10 @@ impl FakeGuest {
                 }
             }
         }
-        if events_refilled {
+        if !event_blocks.is_empty() {
+            for block in event_blocks {
+                self.post_event_buffer(block)?;
+            }
             self.kick_if_needed(QUEUE_EVENT)?;
         }
         Ok(())
