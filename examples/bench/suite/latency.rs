@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use gst::prelude::*;
 use gstvhostsnd::device::formats::{PcmParams, FMT_S16};
-use gstvhostsnd::device::wire::{QUEUE_RX, QUEUE_TX, S_OK};
+use gstvhostsnd::device::wire::{QUEUE_RX, QUEUE_TX};
 
 use super::setup::{self, CAPTURE, PLAYBACK, QUEUED};
 use super::stats::{self, ms};
@@ -100,16 +100,8 @@ fn playback(secs: f64, depth: usize) -> Result<Result2, String> {
     let mut done_n = 0;
     let mut lat_ms = Vec::new();
     while done_n < n {
-        let done = g
-            .wait_io(QUEUE_TX, Duration::from_secs(2))
-            .map_err(|e| e.to_string())?;
-        if done.is_empty() {
-            return Err("playback: no completion within 2 s".into());
-        }
+        let done = setup::completions(&mut g, QUEUE_TX, "playback")?;
         for c in done {
-            if c.status() != Some(S_OK) {
-                return Err(format!("playback status {:?}", c.status()));
-            }
             done_n += 1;
             if let Some(b) = c.latency_bytes() {
                 status_ms.push(b as f64 * 1e3 / p.byte_rate() as f64);
@@ -179,17 +171,9 @@ fn capture(secs: f64) -> Result<(Result2, PcmParams), String> {
     // The first second fills the pipeline; only later markers count.
     let warm = Instant::now() + Duration::from_millis(if secs < 5.0 { 300 } else { 1000 });
     while done_n < n {
-        let done = g
-            .wait_io(QUEUE_RX, Duration::from_secs(2))
-            .map_err(|e| e.to_string())?;
-        if done.is_empty() {
-            return Err("capture: no completion within 2 s".into());
-        }
+        let done = setup::completions(&mut g, QUEUE_RX, "capture")?;
         entered.extend(seen.lock().unwrap().drain(..));
         for c in done {
-            if c.status() != Some(S_OK) {
-                return Err(format!("capture status {:?}", c.status()));
-            }
             done_n += 1;
             if let Some(b) = c.latency_bytes() {
                 status_ms.push(b as f64 * 1e3 / p.byte_rate() as f64);

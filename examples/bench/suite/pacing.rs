@@ -3,10 +3,10 @@
 //! capture through `audiotestsrc is-live=true ! vhostsndsink`; every completion's
 //! time against start + k * period.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use gstvhostsnd::device::formats::FMT_S16;
-use gstvhostsnd::device::wire::{QUEUE_RX, QUEUE_TX, S_OK};
+use gstvhostsnd::device::wire::{QUEUE_RX, QUEUE_TX};
 
 use super::setup::{self, CAPTURE, PLAYBACK, QUEUED};
 use super::stats::{self, ms};
@@ -75,16 +75,8 @@ fn playback(secs: f64) -> Result<Pacing, String> {
     let n = (secs * 100.0) as usize;
     let mut at = Vec::with_capacity(n);
     while at.len() < n {
-        let done = g
-            .wait_io(QUEUE_TX, Duration::from_secs(2))
-            .map_err(|e| e.to_string())?;
-        if done.is_empty() {
-            return Err("playback: no completion within 2 s".into());
-        }
+        let done = setup::completions(&mut g, QUEUE_TX, "playback")?;
         for c in done {
-            if c.status() != Some(S_OK) {
-                return Err(format!("playback status {:?}", c.status()));
-            }
             at.push(c.at);
             g.submit_tx(PLAYBACK, &period).map_err(|e| e.to_string())?;
         }
@@ -117,16 +109,8 @@ fn capture(secs: f64) -> Result<Pacing, String> {
     let n = (secs * 100.0) as usize;
     let mut at = Vec::with_capacity(n);
     while at.len() < n {
-        let done = g
-            .wait_io(QUEUE_RX, Duration::from_secs(2))
-            .map_err(|e| e.to_string())?;
-        if done.is_empty() {
-            return Err("capture: no completion within 2 s".into());
-        }
+        let done = setup::completions(&mut g, QUEUE_RX, "capture")?;
         for c in done {
-            if c.status() != Some(S_OK) {
-                return Err(format!("capture status {:?}", c.status()));
-            }
             at.push(c.at);
             g.submit_rx(CAPTURE, p.period_bytes)
                 .map_err(|e| e.to_string())?;

@@ -8,7 +8,7 @@ use std::time::Duration;
 use gst::prelude::*;
 use gstvhostsnd::device::formats::{self, PcmParams};
 use gstvhostsnd::device::wire::S_OK;
-use gstvhostsnd::frontend::FakeGuest;
+use gstvhostsnd::frontend::{Completion, FakeGuest};
 
 pub const PLAYBACK: u32 = 0;
 pub const CAPTURE: u32 = 1;
@@ -108,4 +108,18 @@ pub fn stop(g: &mut FakeGuest, stream: u32) {
 /// before the guest runs, so that it is not part of what is measured.
 pub fn settle() {
     std::thread::sleep(Duration::from_millis(300));
+}
+
+/// The next completions on `queue` (waiting up to 2 s), each checked to be OK.
+pub fn completions(g: &mut FakeGuest, queue: usize, what: &str) -> Result<Vec<Completion>, String> {
+    let done = g
+        .wait_io(queue, Duration::from_secs(2))
+        .map_err(|e| e.to_string())?;
+    if done.is_empty() {
+        return Err(format!("{what}: no completion within 2 s"));
+    }
+    if let Some(c) = done.iter().find(|c| c.status() != Some(S_OK)) {
+        return Err(format!("{what} status {:?}", c.status()));
+    }
+    Ok(done)
 }
