@@ -313,8 +313,10 @@ fn playback_stereo_s16_48k_in_real_time() {
             &[],
         );
     }
-    // Pacing: 5 s of audio take 5 s of guest time.
-    if !(4.75..=5.25).contains(&t) {
+    // Pacing: 5 s of audio take 5 s of guest time, plus aplay's start-up and drain
+    // (0.18-0.24 s measured under TCG, before and after the device stopped needing
+    // kicks; a 5.25 s bound failed about one run in four).
+    if !(4.75..=5.5).contains(&t) {
         fail(
             &format!("5 s of playback took {t:.3} s in the guest"),
             Some(&out),
