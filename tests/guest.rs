@@ -214,35 +214,38 @@ fn check_tone(
             errors,
         );
     }
-    for (c, want) in freqs.iter().enumerate() {
+    for (c, &want) in freqs.iter().enumerate() {
         let chan = analysis::channel(samples, *ch, c);
-        let tone = &chan[seg.start..seg.end];
-        let f = analysis::dominant_frequency(tone, rate).unwrap_or(0.0);
-        if (f - want).abs() > want * 0.01 {
-            fail(
-                &format!("{what}: channel {c} is {f:.1} Hz, not {want}"),
-                Some(out),
-                errors,
-            );
-        }
-        let level = analysis::rms(tone);
-        // A 0.5 amplitude sine has an RMS of 0.354.
-        if !(0.30..0.40).contains(&level) {
-            fail(
-                &format!("{what}: channel {c} level {level:.3}"),
-                Some(out),
-                errors,
-            );
-        }
-        let drops = analysis::find_dropouts(&chan, rate, seg);
-        if !drops.is_empty() {
-            fail(
-                &format!("{what}: dropouts in channel {c}: {drops:?}"),
-                Some(out),
-                errors,
-            );
+        if let Some(e) = tone_channel_fault(c, &chan, seg, rate, want) {
+            fail(&format!("{what}: {e}"), Some(out), errors);
         }
     }
+}
+
+/// What is wrong with channel `c` of a detected tone, if anything: its frequency (more
+/// than 1 % off `want`), its level (a 0.5 amplitude sine has an RMS of 0.354) or a
+/// dropout inside it.
+fn tone_channel_fault(
+    c: usize,
+    chan: &[f32],
+    seg: analysis::Segment,
+    rate: u32,
+    want: f64,
+) -> Option<String> {
+    let tone = &chan[seg.start..seg.end];
+    let f = analysis::dominant_frequency(tone, rate).unwrap_or(0.0);
+    if (f - want).abs() > want * 0.01 {
+        return Some(format!("channel {c} is {f:.1} Hz, not {want}"));
+    }
+    let level = analysis::rms(tone);
+    if !(0.30..0.40).contains(&level) {
+        return Some(format!("channel {c} level {level:.3}"));
+    }
+    let drops = analysis::find_dropouts(chan, rate, seg);
+    if !drops.is_empty() {
+        return Some(format!("dropouts in channel {c}: {drops:?}"));
+    }
+    None
 }
 
 fn socket(test: &str) -> PathBuf {
@@ -400,30 +403,8 @@ fn check_recording(
                 errors,
             );
         }
-        let tone = &x[seg.start..seg.end];
-        let f = analysis::dominant_frequency(tone, w.rate).unwrap_or(0.0);
-        if (f - want).abs() > want * 0.01 {
-            fail(
-                &format!("{what}: channel {c} is {f:.1} Hz"),
-                Some(out),
-                errors,
-            );
-        }
-        let level = analysis::rms(tone);
-        if !(0.30..0.40).contains(&level) {
-            fail(
-                &format!("{what}: channel {c} level {level:.3}"),
-                Some(out),
-                errors,
-            );
-        }
-        let drops = analysis::find_dropouts(&x, w.rate, seg);
-        if !drops.is_empty() {
-            fail(
-                &format!("{what}: dropouts in channel {c}: {drops:?}"),
-                Some(out),
-                errors,
-            );
+        if let Some(e) = tone_channel_fault(c, &x, seg, w.rate, want) {
+            fail(&format!("{what}: {e}"), Some(out), errors);
         }
         // A sine of amplitude 0.5 moves at most 0.5 * 2 pi f / rate per sample: a
         // clearly bigger step is a discontinuity (lost or repeated audio).

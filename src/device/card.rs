@@ -757,8 +757,10 @@ impl Card {
         if st.stream(dir).generation != generation || st.stream(dir).pacing != Pacing::Internal {
             return true;
         }
-        let (frames, _) = self.run_period(&mut st, dir, None);
-        self.poll_ring(&mut st, dir);
+        let (frames, done) = self.run_period(&mut st, dir, None);
+        if done {
+            self.poll_ring(&mut st, dir);
+        }
         st.stream(dir).frames_done += frames;
         true
     }

@@ -156,14 +156,7 @@ fn capture(secs: f64) -> Result<(Result2, PcmParams), String> {
         }
         gst::PadProbeReturn::Ok
     });
-    setup::settle();
-    let mut g = setup::connect(&sock)?;
-    setup::open(&mut g, CAPTURE, &p)?;
-    for _ in 0..QUEUED {
-        g.submit_rx(CAPTURE, p.period_bytes)
-            .map_err(|e| e.to_string())?;
-    }
-    setup::start(&mut g, CAPTURE)?;
+    let mut g = setup::capturing_guest(&sock, &p)?;
     let n = (secs * 100.0) as usize;
     let mut entered: HashMap<i16, Instant> = HashMap::new();
     let (mut lat_ms, mut status_ms) = (Vec::new(), Vec::new());

@@ -98,14 +98,7 @@ fn capture(secs: f64) -> Result<Pacing, String> {
         "audiotestsrc is-live=true samplesperbuffer=480 wave=silence ! vhostsndsink socket={}",
         sock.display()
     ))?;
-    setup::settle();
-    let mut g = setup::connect(&sock)?;
-    setup::open(&mut g, CAPTURE, &p)?;
-    for _ in 0..QUEUED {
-        g.submit_rx(CAPTURE, p.period_bytes)
-            .map_err(|e| e.to_string())?;
-    }
-    setup::start(&mut g, CAPTURE)?;
+    let mut g = setup::capturing_guest(&sock, &p)?;
     let n = (secs * 100.0) as usize;
     let mut at = Vec::with_capacity(n);
     while at.len() < n {

@@ -123,3 +123,17 @@ pub fn completions(g: &mut FakeGuest, queue: usize, what: &str) -> Result<Vec<Co
     }
     Ok(done)
 }
+
+/// A guest on `sock` that records as ALSA starts a capture (its whole buffer queued,
+/// then START), once the pipeline's start-up has passed.
+pub fn capturing_guest(sock: &Path, p: &PcmParams) -> Result<FakeGuest, String> {
+    settle();
+    let mut g = connect(sock)?;
+    open(&mut g, CAPTURE, p)?;
+    for _ in 0..QUEUED {
+        g.submit_rx(CAPTURE, p.period_bytes)
+            .map_err(|e| e.to_string())?;
+    }
+    start(&mut g, CAPTURE)?;
+    Ok(g)
+}
