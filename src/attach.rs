@@ -6,7 +6,7 @@ use std::sync::Arc;
 use gst::prelude::*;
 
 use crate::audio;
-use crate::device::{self, Card, Device, DeviceEvent, Direction};
+use vhost_user_sound::{self as device, Card, Device, DeviceEvent, Direction};
 
 type Hook = Box<dyn Fn(&gst::Element, &DeviceEvent) + Send + Sync>;
 

@@ -4,8 +4,9 @@ use std::sync::LazyLock;
 
 use gst_audio::{AudioChannelPosition as Pos, AudioFormat, AudioInfo};
 
-use crate::device::formats::{self, PcmParams};
-use crate::device::{wire, DeviceEvent, Direction, PcmRequest, Topology};
+use vhost_user_sound::{DeviceEvent, Direction, PcmRequest, Topology};
+use virtio_snd_wire as wire;
+use virtio_snd_wire::formats::{self, PcmParams};
 
 /// virtio-snd format codes and the GStreamer formats with the same memory layout.
 const FORMATS: &[(u8, AudioFormat)] = &[

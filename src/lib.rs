@@ -9,10 +9,7 @@ use gst::glib;
 
 mod attach;
 pub mod audio;
-pub mod device;
 mod device_log;
-#[cfg(feature = "frontend")]
-pub mod frontend;
 mod pipeline_clock;
 pub mod vhostsndsink;
 pub mod vhostsndsrc;

@@ -6,7 +6,7 @@ use std::sync::Mutex;
 
 use gst::prelude::*;
 
-use crate::device::PacerClock;
+use vhost_user_sound::PacerClock;
 
 pub struct PipelineClock {
     clock: gst::Clock,

@@ -7,9 +7,9 @@ use std::time::Duration;
 
 use gst::prelude::*;
 use gst_check::Harness;
-use gstvhostsnd::device::formats::{self, PcmParams};
-use gstvhostsnd::device::wire::{QUEUE_RX, S_OK};
-use gstvhostsnd::frontend::FakeGuest;
+use virtio_snd_frontend::FakeGuest;
+use virtio_snd_wire::formats::{self, PcmParams};
+use virtio_snd_wire::{QUEUE_RX, S_OK};
 
 use support::*;
 

@@ -7,9 +7,9 @@ use std::time::{Duration, Instant};
 
 use gst::prelude::*;
 use gst_check::Harness;
-use gstvhostsnd::device::formats::{self, PcmParams};
-use gstvhostsnd::device::wire::{QUEUE_TX, S_BAD_MSG, S_OK};
-use gstvhostsnd::frontend::FakeGuest;
+use virtio_snd_frontend::FakeGuest;
+use virtio_snd_wire::formats::{self, PcmParams};
+use virtio_snd_wire::{QUEUE_TX, S_BAD_MSG, S_OK};
 
 use support::*;
 

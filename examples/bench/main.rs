@@ -6,7 +6,7 @@
 //! `--quick` runs points 1-4 in a few seconds (point 5 only with `--only 5`, then
 //! with 2 s of audio). See BENCHMARKS.md for the results and how to read them.
 
-mod suite;
+use vhostsnd_testbed::bench as suite;
 
 use std::process::ExitCode;
 

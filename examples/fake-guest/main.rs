@@ -12,9 +12,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use gstvhostsnd::device::formats::{self, PcmParams};
-use gstvhostsnd::device::wire::{QUEUE_RX, QUEUE_TX, S_OK};
-use gstvhostsnd::frontend::FakeGuest;
+use virtio_snd_frontend::FakeGuest;
+use virtio_snd_wire::formats::{self, PcmParams};
+use virtio_snd_wire::{QUEUE_RX, QUEUE_TX, S_OK};
 
 const PLAYBACK: u32 = 0;
 const CAPTURE: u32 = 1;

@@ -2,7 +2,7 @@
 
 use std::io;
 
-use gstvhostsnd::device::formats;
+use virtio_snd_wire::formats;
 
 pub struct Wav {
     pub format: u8,

@@ -15,9 +15,9 @@ use gst_base::subclass::prelude::*;
 
 use crate::attach::Attached;
 use crate::audio;
-use crate::device::formats::DEFAULT_PARAMS;
-use crate::device::{Card, DeviceEvent, Direction, PcmRequest};
 use crate::pipeline_clock::PipelineClock;
+use vhost_user_sound::{Card, DeviceEvent, Direction, PcmRequest};
+use virtio_snd_wire::formats::DEFAULT_PARAMS;
 
 static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
     gst::DebugCategory::new(

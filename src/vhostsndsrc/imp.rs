@@ -16,10 +16,10 @@ use gst_base::subclass::prelude::*;
 
 use crate::attach::Attached;
 use crate::audio;
-use crate::device::card::silence;
-use crate::device::formats::{self, PcmParams, DEFAULT_PARAMS};
-use crate::device::{Card, Direction, PacerClock, Pacing, Playback};
 use crate::pipeline_clock::PipelineClock;
+use vhost_user_sound::silence;
+use vhost_user_sound::{Card, Direction, PacerClock, Pacing, Playback};
+use virtio_snd_wire::formats::{self, PcmParams, DEFAULT_PARAMS};
 
 static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
     gst::DebugCategory::new(

@@ -3,31 +3,15 @@
 
 #![allow(dead_code)]
 
-use std::path::PathBuf;
-use std::sync::Once;
 use std::time::Duration;
 
 use gst::prelude::*;
-use gstvhostsnd::device::formats::{self, PcmParams};
-use gstvhostsnd::frontend::FakeGuest;
+use virtio_snd_frontend::FakeGuest;
+use virtio_snd_wire::formats::{self, PcmParams};
 
 pub const TIMEOUT: Duration = Duration::from_secs(5);
 
-pub fn init() {
-    static INIT: Once = Once::new();
-    INIT.call_once(|| {
-        gst::init().expect("GStreamer initialises");
-        gstvhostsnd::plugin_register_static().expect("the plugin registers");
-    });
-}
-
-/// A socket path no other test uses, in a fresh directory.
-pub fn socket_path(test: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("vhostsnd-{}-{test}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    dir.join("snd.sock")
-}
+pub use vhostsnd_testbed::{init, socket_path};
 
 pub fn connect(path: &std::path::Path) -> FakeGuest {
     FakeGuest::connect(path, TIMEOUT).expect("the fake guest connects")

@@ -1,0 +1,326 @@
+//! vhost-device-sound-gst with a real Linux guest in QEMU: it plays and records
+//! through the daemon's pipelines, reconnects, retries a failed host pipeline and
+//! shuts down cleanly.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use vhostsnd_testbed::analysis::{self, WavFormat};
+use vhostsnd_testbed::guest::{
+    boot, check_recording, elapsed, fail, init, tone_wav, RECORD, TIMED, TIMED_END,
+};
+use vhostsnd_testbed::qemu::{GuestOpts, GuestOutput};
+
+fn socket(test: &str) -> PathBuf {
+    vhostsnd_testbed::guest::socket(test)
+}
+
+/// The daemon, with its stderr log collected.
+struct Daemon {
+    child: Child,
+    log: Arc<Mutex<String>>,
+}
+
+impl Daemon {
+    fn start(args: &[&str]) -> Daemon {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_vhost-device-sound-gst"))
+            .args(args)
+            .stderr(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("vhost-device-sound-gst starts");
+        let log = Arc::new(Mutex::new(String::new()));
+        let l = log.clone();
+        let stderr = child.stderr.take().expect("stderr");
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(stderr)
+                .lines()
+                .map_while(Result::ok)
+            {
+                let mut l = l.lock().unwrap();
+                l.push_str(&line);
+                l.push('\n');
+            }
+        });
+        Daemon { child, log }
+    }
+
+    fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
+    fn wait_log(&self, needle: &str, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if self.log().contains(needle) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        false
+    }
+
+    fn terminate(mut self) -> (Option<i32>, String) {
+        // SAFETY: kill(2) on our own child's pid.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                std::thread::sleep(Duration::from_millis(100));
+                return (status.code(), self.log());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        (None, self.log())
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn daemon_fail(what: &str, out: Option<&GuestOutput>, log: &str) -> ! {
+    fail(&format!("{what}\n--- daemon log ---\n{log}"), out, &[])
+}
+
+#[test]
+fn daemon_plays_records_reconnects_and_shuts_down_cleanly() {
+    init();
+    let sock = socket("daemon");
+    let wav_out = sock.with_file_name("played.wav");
+    let playback = format!(
+        "audioconvert ! audioresample ! audio/x-raw,format=S16LE,rate=48000,channels=2 ! \
+         wavenc ! filesink location={}",
+        wav_out.display()
+    );
+    let d = Daemon::start(&[
+        "--socket",
+        sock.to_str().unwrap(),
+        "--backend",
+        "gstreamer",
+        "--playback",
+        &playback,
+        "--capture",
+        "audiotestsrc is-live=true freq=1000 volume=0.5",
+    ]);
+    if !d.wait_log("serving a virtio-snd device", Duration::from_secs(10)) {
+        daemon_fail("the daemon did not start", None, &d.log());
+    }
+    if d.log().contains("opening the host source") {
+        daemon_fail(
+            "the microphone opened before the guest captured",
+            None,
+            &d.log(),
+        );
+    }
+
+    // The guest plays, then records.
+    let wav = tone_wav(WavFormat::I16, 48000, &[440.0, 660.0], 2.0);
+    let script = format!(
+        "aplay -q -D hw:0,0 tone.wav || exit 1; sleep 1; echo RECORDING; \
+         {RECORD} -c 2 /tmp/r.wav || exit 1; vsnd-export /tmp/r.wav r.wav"
+    );
+    let out = boot(GuestOpts::new(script).socket(&sock).file("tone.wav", wav));
+    if out.rc != 0 {
+        daemon_fail("the guest could not play and record", Some(&out), &d.log());
+    }
+    check_recording(
+        "daemon capture",
+        out.files.get("r.wav"),
+        &[1000.0, 1000.0],
+        1.8,
+        &out,
+        &[],
+    );
+    // The microphone was opened for the capture only, and closed after it.
+    let log = d.log();
+    let opened = log.find("capture: opening the host source");
+    let started = log.find("guest started capture");
+    let closed = log.find("capture: host source closed");
+    let playback_started = log.find("guest started playback");
+    match (playback_started, started, opened, closed) {
+        (Some(p), Some(s), Some(o), Some(c)) if p < s && s < o && o < c => {}
+        _ => daemon_fail(
+            "capture was not opened only while the guest captured",
+            Some(&out),
+            &log,
+        ),
+    }
+
+    // The next guest (a new QEMU) is served by the same daemon.
+    let wav = tone_wav(WavFormat::I16, 48000, &[550.0, 825.0], 1.0);
+    let out = boot(
+        GuestOpts::new("aplay -q -D hw:0,0 tone.wav")
+            .socket(&sock)
+            .file("tone.wav", wav),
+    );
+    if out.rc != 0 {
+        daemon_fail("the second guest could not play", Some(&out), &d.log());
+    }
+    if d.log().matches("guest connected").count() != 2 {
+        daemon_fail("two connections were not both served", Some(&out), &d.log());
+    }
+
+    let (code, log) = d.terminate();
+    if code != Some(0) {
+        daemon_fail(&format!("SIGTERM exit status {code:?}"), None, &log);
+    }
+    if sock.exists() {
+        daemon_fail("the socket file is left behind", None, &log);
+    }
+    // The WAV was finished on shutdown and holds both guests' tones.
+    let bytes = std::fs::read(&wav_out).unwrap_or_default();
+    let w = analysis::read_wav(&bytes)
+        .unwrap_or_else(|e| daemon_fail(&format!("played.wav: {e}"), None, &log));
+    let left = w.channel(0);
+    let f440 = analysis::goertzel_power(&left, w.rate, 440.0);
+    let f550 = analysis::goertzel_power(&left, w.rate, 550.0);
+    let f300 = analysis::goertzel_power(&left, w.rate, 300.0);
+    if f440 < 100.0 * f300 || f550 < 100.0 * f300 {
+        daemon_fail(
+            &format!("played.wav lacks a guest's tone ({f440:.1} {f550:.1} {f300:.1})"),
+            None,
+            &log,
+        );
+    }
+}
+
+#[test]
+fn daemon_no_capture_never_opens_a_source() {
+    init();
+    let sock = socket("daemon-no-capture");
+    let d = Daemon::start(&[
+        "--socket",
+        sock.to_str().unwrap(),
+        "--playback",
+        "fakesink sync=false",
+        "--no-capture",
+    ]);
+    if !d.wait_log("serving a virtio-snd device", Duration::from_secs(10)) {
+        daemon_fail("the daemon did not start", None, &d.log());
+    }
+    // The guest records silence: alsabat finds no tone, and arecord gets all zeros.
+    let script =
+        "arecord -q -D hw:0,0 -c 2 -r 48000 -f S16_LE -d 1 -t raw /tmp/rec.raw || exit 1; \
+                  od -An -v -tx1 /tmp/rec.raw | tr -d ' \\n' | tr -d 0 | wc -c";
+    let out = boot(GuestOpts::new(script).socket(&sock));
+    if out.rc != 0 {
+        daemon_fail("arecord failed", Some(&out), &d.log());
+    }
+    let nonzero: Option<u64> = out
+        .console
+        .lines()
+        .filter_map(|l| l.trim().parse().ok())
+        .next_back();
+    if nonzero != Some(0) {
+        daemon_fail(
+            &format!("the guest recorded something ({nonzero:?} non-zero digits)"),
+            Some(&out),
+            &d.log(),
+        );
+    }
+    let log = d.log();
+    if !log.contains("guest started capture") || log.contains("opening the host source") {
+        daemon_fail(
+            "--no-capture opened a source or missed the capture",
+            Some(&out),
+            &log,
+        );
+    }
+    let (code, log) = d.terminate();
+    if code != Some(0) {
+        daemon_fail(&format!("SIGTERM exit status {code:?}"), None, &log);
+    }
+}
+
+/// A host playback pipeline that fails (its output directory does not exist yet) is
+/// tried again every 5 s. Meanwhile the guest's card keeps real time and its audio is
+/// dropped; once the pipeline works, the guest is heard.
+#[test]
+fn daemon_retries_a_failed_host_pipeline() {
+    init();
+    let sock = socket("daemon-retry");
+    let dir = sock.with_file_name("not-yet");
+    let _ = std::fs::remove_dir_all(&dir);
+    let raw = dir.join("played.raw");
+    let playback = format!(
+        "audioconvert ! audio/x-raw,format=S16LE,rate=48000,channels=2 ! filesink location={}",
+        raw.display()
+    );
+    let d = Daemon::start(&[
+        "--socket",
+        sock.to_str().unwrap(),
+        "--playback",
+        &playback,
+        "--no-capture",
+    ]);
+    if !d.wait_log("retrying in 5 s", Duration::from_secs(10)) {
+        daemon_fail(
+            "the failed playback pipeline is not retried",
+            None,
+            &d.log(),
+        );
+    }
+
+    // The guest plays 2 s of a tone.
+    let play = |when: &str| {
+        let wav = tone_wav(WavFormat::I16, 48000, &[440.0, 660.0], 2.0);
+        let script = format!("{TIMED}aplay -q -D hw:0,0 tone.wav{TIMED_END}");
+        let out = boot(GuestOpts::new(script).socket(&sock).file("tone.wav", wav));
+        if out.rc != 0 {
+            daemon_fail(
+                &format!("the guest could not play {when}"),
+                Some(&out),
+                &d.log(),
+            );
+        }
+        out
+    };
+    let t = elapsed(&play("without a host pipeline"));
+    if !(1.8..6.0).contains(&t) {
+        daemon_fail(
+            &format!("2 s of audio took {t:.3} s: the card did not keep real time"),
+            None,
+            &d.log(),
+        );
+    }
+
+    std::fs::create_dir_all(&dir).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !raw.exists() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    if !raw.exists() {
+        daemon_fail("the pipeline never came back", None, &d.log());
+    }
+    play("once the pipeline was back");
+    let (code, log) = d.terminate();
+    if code != Some(0) {
+        daemon_fail(&format!("SIGTERM exit status {code:?}"), None, &log);
+    }
+    let bytes = std::fs::read(&raw).unwrap();
+    let samples: Vec<i16> = bytes
+        .chunks_exact(2)
+        .map(|b| i16::from_le_bytes([b[0], b[1]]))
+        .collect();
+    let samples = analysis::i16_to_f32(&samples);
+    let tone = analysis::detect_tone(&analysis::channel(&samples, 2, 0), 48000, 0.05);
+    let heard = tone.map_or(0.0, |s| s.duration_secs(48000));
+    let in_tone = tone.map_or(&[][..], |s| &samples[2 * s.start..2 * s.end]);
+    let freqs = analysis::dominant_frequency_per_channel(in_tone, 2, 48000);
+    let near = |f: Option<f64>, want: f64| f.is_some_and(|f| (f - want).abs() < 5.0);
+    if heard < 1.8 || !near(freqs[0], 440.0) || !near(freqs[1], 660.0) {
+        daemon_fail(
+            &format!("after the retry the host got {heard:.2} s of tone at {freqs:?}"),
+            None,
+            &log,
+        );
+    }
+}

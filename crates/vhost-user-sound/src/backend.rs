@@ -1,0 +1,164 @@
+//! The vhost-user side: vhost-user-backend calls in here from its threads.
+
+use std::io as stdio;
+use std::sync::Arc;
+
+use log::{debug, warn};
+use vhost::vhost_user::message::{VhostUserProtocolFeatures, VhostUserVirtioFeatures};
+use vhost_user_backend::{VhostUserBackend, VringRwLock, VringT};
+use virtio_bindings::virtio_config::VIRTIO_F_VERSION_1;
+use virtio_bindings::virtio_ring::{VIRTIO_RING_F_EVENT_IDX, VIRTIO_RING_F_INDIRECT_DESC};
+use virtio_queue::QueueT;
+use vm_memory::{ByteValued, GuestAddressSpace, GuestMemoryAtomic};
+use vmm_sys_util::epoll::EventSet;
+use vmm_sys_util::event::{
+    new_event_consumer_and_notifier, EventConsumer, EventFlag, EventNotifier,
+};
+
+use crate::card::{Card, Direction};
+use crate::control::{self, Topology};
+use crate::io::GuestMem;
+use virtio_snd_wire::{NUM_QUEUES, QUEUE_CONTROL, QUEUE_EVENT, QUEUE_RX, QUEUE_TX};
+
+/// QEMU's vhost-user-snd uses 64-entry queues.
+const QUEUE_SIZE: usize = 64;
+
+#[derive(Clone)]
+pub struct SndBackend {
+    card: Arc<Card>,
+}
+
+impl SndBackend {
+    pub fn new(card: Arc<Card>) -> Self {
+        SndBackend { card }
+    }
+
+    fn serve_control(&self, vring: &VringRwLock) {
+        let Some(atomic) = self.card.memory() else {
+            return;
+        };
+        let mem = atomic.memory();
+        loop {
+            loop {
+                let chain = vring.get_mut().get_queue_mut().pop_descriptor_chain(&*mem);
+                let Some(chain) = chain else { break };
+                let head = chain.head_index();
+                let len = control::handle(&self.card, chain, &mem);
+                if let Err(e) = vring.add_used(head, len) {
+                    warn!("control queue: cannot return descriptor {head}: {e}");
+                }
+            }
+            // With EVENT_IDX the guest kicks again only once asked to; a request
+            // queued meanwhile is served now rather than never.
+            match vring.enable_notification() {
+                Ok(true) => continue,
+                Ok(false) => break,
+                Err(e) => {
+                    debug!("control queue: cannot ask for kicks: {e}");
+                    break;
+                }
+            }
+        }
+        if !vring.needs_notification().unwrap_or(true) {
+            return;
+        }
+        if let Err(e) = vring.signal_used_queue() {
+            debug!("control queue: cannot signal the guest: {e}");
+        }
+    }
+}
+
+impl VhostUserBackend for SndBackend {
+    type Bitmap = ();
+    type Vring = VringRwLock;
+
+    fn num_queues(&self) -> usize {
+        NUM_QUEUES
+    }
+
+    fn max_queue_size(&self) -> usize {
+        QUEUE_SIZE
+    }
+
+    fn features(&self) -> u64 {
+        1 << VIRTIO_F_VERSION_1
+            | 1 << VIRTIO_RING_F_INDIRECT_DESC
+            | 1 << VIRTIO_RING_F_EVENT_IDX
+            | VhostUserVirtioFeatures::PROTOCOL_FEATURES.bits()
+    }
+
+    fn protocol_features(&self) -> VhostUserProtocolFeatures {
+        VhostUserProtocolFeatures::CONFIG
+            | VhostUserProtocolFeatures::MQ
+            | VhostUserProtocolFeatures::REPLY_ACK
+    }
+
+    fn set_event_idx(&self, _enabled: bool) {}
+
+    fn get_config(&self, offset: u32, size: u32) -> Vec<u8> {
+        let config = Topology::config();
+        let bytes = config.as_slice();
+        let start = (offset as usize).min(bytes.len());
+        let end = start.saturating_add(size as usize).min(bytes.len());
+        let mut out = bytes[start..end].to_vec();
+        out.resize(size as usize, 0);
+        out
+    }
+
+    fn update_memory(&self, mem: GuestMemoryAtomic<GuestMem>) -> stdio::Result<()> {
+        self.card.set_memory(mem);
+        Ok(())
+    }
+
+    fn reset_device(&self) {
+        self.card.reset(&Direction::ALL);
+    }
+
+    fn exit_event(&self, _thread_index: usize) -> Option<(EventConsumer, EventNotifier)> {
+        // Without an exit event, dropping the daemon after a disconnect would wait
+        // forever for its worker thread.
+        new_event_consumer_and_notifier(EventFlag::NONBLOCK).ok()
+    }
+
+    fn stop_vring(&self, queue_index: u32) -> stdio::Result<()> {
+        match queue_index as usize {
+            QUEUE_TX => self.card.reset(&[Direction::Playback]),
+            QUEUE_RX => self.card.reset(&[Direction::Capture]),
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// Never fails: an error here would end the worker thread, and with it every queue.
+    fn handle_event(
+        &self,
+        device_event: u16,
+        _evset: EventSet,
+        vrings: &[VringRwLock],
+        _thread_id: usize,
+    ) -> stdio::Result<()> {
+        self.card.set_vrings(vrings);
+        let Some(vring) = vrings.get(device_event as usize) else {
+            return Ok(());
+        };
+        match device_event as usize {
+            QUEUE_CONTROL => {
+                // I/O the guest queued before this request was queued in the stream
+                // state before it: take it first, so that RELEASE (or PREPARE) returns
+                // it instead of the I/O being failed once its queue is served.
+                for dir in Direction::ALL {
+                    self.card.serve_ring(dir);
+                }
+                self.serve_control(vring)
+            }
+            // The event buffers stay with the device until there is something to
+            // report; taking none of them and returning is what keeps this from
+            // spinning (pitfall 1 in the notes).
+            QUEUE_EVENT => {}
+            QUEUE_TX => self.card.serve_ring(Direction::Playback),
+            QUEUE_RX => self.card.serve_ring(Direction::Capture),
+            _ => {}
+        }
+        Ok(())
+    }
+}
