@@ -4,5 +4,5 @@
 # usage: meson-cargo-build.sh CARGO SOURCE_DIR TARGET_DIR OUTPUT
 set -eu
 cargo=$1 src=$2 target=$3 out=$4
-"$cargo" build --release --lib --manifest-path "$src/Cargo.toml" --target-dir "$target"
+"$cargo" build --release -p gst-plugin-vhostsnd --lib --manifest-path "$src/Cargo.toml" --target-dir "$target"
 cp "$target/release/libgstvhostsnd.so" "$out"

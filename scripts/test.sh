@@ -8,5 +8,5 @@ bash scripts/install-deps.sh
 # The guest image is built (or found in its cache) once, before the tests that boot it.
 bash scripts/build-guest-image.sh >/dev/null
 
-cargo build --release --all-targets
-cargo test --release -- --test-threads="${VHOSTSND_TEST_THREADS:-2}"
+cargo build --release --workspace --all-targets
+cargo test --release --workspace -- --test-threads="${VHOSTSND_TEST_THREADS:-2}"

@@ -17,7 +17,6 @@ use gst_base::subclass::prelude::*;
 use crate::attach::Attached;
 use crate::audio;
 use crate::pipeline_clock::PipelineClock;
-use vhost_user_sound::silence;
 use vhost_user_sound::{Card, Direction, PacerClock, Pacing, Playback};
 use virtio_snd_wire::formats::{self, PcmParams, DEFAULT_PARAMS};
 
@@ -177,7 +176,7 @@ impl VhostSndSrc {
             Playback::Idle => {
                 let p = lock(&self.timing).params;
                 let len = (period * u64::from(p.frame_bytes())) as usize;
-                Ok(self.stamp(gst::Buffer::from_mut_slice(silence(Some(p), len)), true))
+                Ok(self.stamp(gst::Buffer::from_mut_slice(p.silence(len)), true))
             }
         }
     }

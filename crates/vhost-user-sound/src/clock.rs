@@ -28,6 +28,7 @@ pub struct MonotonicClock {
 }
 
 impl MonotonicClock {
+    /// A clock whose zero is now.
     pub fn new() -> Self {
         MonotonicClock {
             origin: Instant::now(),

@@ -22,10 +22,10 @@ const MAX_REQUEST: u32 = 64;
 pub struct Topology;
 
 impl Topology {
-    pub const JACKS: u32 = 0;
-    pub const STREAMS: u32 = 2;
+    pub(crate) const JACKS: u32 = 0;
+    pub(crate) const STREAMS: u32 = 2;
 
-    pub fn config() -> VirtioSndConfig {
+    pub(crate) fn config() -> VirtioSndConfig {
         VirtioSndConfig {
             jacks: Le32::from(Self::JACKS),
             streams: Le32::from(Self::STREAMS),
@@ -34,7 +34,7 @@ impl Topology {
         }
     }
 
-    pub fn pcm_info(dir: Direction) -> PcmInfo {
+    pub(crate) fn pcm_info(dir: Direction) -> PcmInfo {
         PcmInfo {
             // Both streams on one function node: one ALSA PCM device with a playback
             // and a capture substream.

@@ -25,10 +25,15 @@ pub enum PcmState {
 /// A control request that changes a stream's state.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PcmRequest {
+    /// PCM_SET_PARAMS: format, rate, channels, buffer and period sizes.
     SetParams,
+    /// PCM_PREPARE: ready to run, the stream position back at zero.
     Prepare,
+    /// PCM_START: periods are completed from now on.
     Start,
+    /// PCM_STOP: paused, queued I/O kept.
     Stop,
+    /// PCM_RELEASE: queued I/O returned, the stream no longer used.
     Release,
 }
 
@@ -71,6 +76,7 @@ impl PcmState {
         )
     }
 
+    /// The state's name, for logs.
     pub fn name(self) -> &'static str {
         match self {
             PcmState::Idle => "idle",

@@ -10,17 +10,24 @@ use std::thread::JoinHandle;
 use crate::card::{Card, Direction};
 use crate::server;
 
+/// Why a device could not be served.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
+    /// Another live process serves the socket.
     #[error("socket {0} is already served by another running process")]
     InUse(PathBuf),
+    /// The path is something other than a socket, which is never replaced.
     #[error("{0} exists and is not a socket; refusing to replace it")]
     NotSocket(PathBuf),
+    /// The socket could not be created.
     #[error("cannot listen on {path}: {source}")]
     Bind {
+        /// The socket's path.
         path: PathBuf,
+        /// What the system said.
         source: std::io::Error,
     },
+    /// A thread or an eventfd of the device could not be created.
     #[error("cannot start the device's threads: {0}")]
     Thread(std::io::Error),
 }
@@ -93,6 +100,7 @@ impl Device {
         Ok(dev)
     }
 
+    /// The card the host side drives.
     pub fn card(&self) -> &Arc<Card> {
         &self.card
     }

@@ -6,9 +6,12 @@ use std::path::Path;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use vhost::vhost_user::message::{VhostUserHeaderFlag, VhostUserProtocolFeatures};
+use vhost::vhost_user::message::{
+    VhostUserHeaderFlag, VhostUserProtocolFeatures, VhostUserVirtioFeatures,
+};
 use vhost::vhost_user::{Frontend, VhostUserFrontend};
 use vhost::{VhostBackend, VhostUserMemoryRegionInfo, VringConfigData};
+use virtio_bindings::{virtio_config, virtio_ring};
 use vmm_sys_util::eventfd::EventFd;
 
 use virtio_snd_wire::NUM_QUEUES;
@@ -17,9 +20,12 @@ use super::memory::GuestRam;
 use super::options::FakeGuestOptions;
 use super::ring::DriverRing;
 
-pub const VIRTIO_F_VERSION_1: u64 = 1 << 32;
-pub const VIRTIO_RING_F_EVENT_IDX: u64 = 1 << 29;
-pub const VHOST_USER_F_PROTOCOL_FEATURES: u64 = 1 << 30;
+/// VIRTIO_F_VERSION_1 as a feature mask.
+pub const VIRTIO_F_VERSION_1: u64 = 1 << virtio_config::VIRTIO_F_VERSION_1;
+/// VIRTIO_RING_F_EVENT_IDX as a feature mask.
+pub const VIRTIO_RING_F_EVENT_IDX: u64 = 1 << virtio_ring::VIRTIO_RING_F_EVENT_IDX;
+/// VHOST_USER_F_PROTOCOL_FEATURES as a feature mask.
+pub const VHOST_USER_F_PROTOCOL_FEATURES: u64 = VhostUserVirtioFeatures::PROTOCOL_FEATURES.bits();
 
 /// Wraps a vhost error with the request that failed, so test failures say what the
 /// device refused.

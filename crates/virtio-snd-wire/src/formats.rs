@@ -107,6 +107,21 @@ impl PcmParams {
         let frames = bytes / u64::from(self.frame_bytes());
         frames_to_ns(frames, self.rate_hz())
     }
+
+    /// `len` bytes of silence in this format: unsigned formats centre on half scale.
+    pub fn silence(&self, len: usize) -> Vec<u8> {
+        let pattern: &[u8] = match self.format {
+            FMT_U8 => &[0x80],
+            FMT_U16 => &[0x00, 0x80],
+            FMT_U18_3 => &[0x00, 0x00, 0x02],
+            FMT_U20_3 => &[0x00, 0x00, 0x08],
+            FMT_U24_3 => &[0x00, 0x00, 0x80],
+            FMT_U24 => &[0x00, 0x00, 0x80, 0x00],
+            FMT_U32 => &[0x00, 0x00, 0x00, 0x80],
+            _ => return vec![0; len],
+        };
+        pattern.iter().copied().cycle().take(len).collect()
+    }
 }
 
 pub fn frames_to_ns(frames: u64, rate: u32) -> u64 {
@@ -138,5 +153,17 @@ mod tests {
         assert_eq!(sample_bytes(13), None);
         assert_eq!(DEFAULT_PARAMS.frame_bytes(), 4);
         assert_eq!(DEFAULT_PARAMS.bytes_to_ns(1920), 10_000_000);
+    }
+
+    #[test]
+    fn silence_centres_unsigned_formats() {
+        let with = |format| PcmParams {
+            format,
+            ..DEFAULT_PARAMS
+        };
+        assert_eq!(with(FMT_S16).silence(4), [0; 4]);
+        assert_eq!(with(FMT_U8).silence(3), [0x80; 3]);
+        assert_eq!(with(FMT_U16).silence(4), [0, 0x80, 0, 0x80]);
+        assert_eq!(with(FMT_U24).silence(5), [0, 0, 0x80, 0, 0]);
     }
 }

@@ -1,0 +1,90 @@
+//! What vhostsndsrc calls: one period per tick in live mode, as many as the guest
+//! may be ahead by in offline mode.
+
+use std::time::Duration;
+
+use virtio_snd_wire::formats::PcmParams;
+
+use super::{Card, Direction};
+use crate::pcm::PcmState;
+
+/// What a playback period turned into.
+pub enum Playback {
+    /// A guest period, now completed to the guest.
+    Data(Vec<u8>, PcmParams),
+    /// Nothing to play: the guest is not running or under-ran.
+    Idle,
+}
+
+impl Card {
+    /// vhostsndsrc's period tick: completes the next guest period if the guest is
+    /// playing and has one queued.
+    pub fn take_playback(&self) -> Playback {
+        let mut st = self.lock();
+        let s = st.stream(Direction::Playback);
+        let Some(params) = s.params.filter(|_| s.state == PcmState::Running) else {
+            return Playback::Idle;
+        };
+        let mut data = Vec::with_capacity(params.period_bytes as usize);
+        let (_, done) = self.run_period(&mut st, Direction::Playback, Some(&mut data));
+        if !done {
+            return Playback::Idle;
+        }
+        self.poll_ring(&mut st, Direction::Playback);
+        Playback::Data(data, params)
+    }
+
+    /// Non-live vhostsndsrc: blocks until the guest has periods to play, then completes
+    /// as many as it may at once (one wake-up and one interrupt for the lot), or
+    /// returns `None` when `cancel` returns true (checked whenever the card is woken).
+    pub fn wait_playback(&self, cancel: &dyn Fn() -> bool) -> Option<(Vec<u8>, PcmParams)> {
+        let mut st = self.lock();
+        loop {
+            if cancel() || st.shutdown {
+                return None;
+            }
+            let s = st.stream(Direction::Playback);
+            let mut wait = None;
+            if let (PcmState::Running, Some(p)) = (s.state, s.params) {
+                if !s.pending.is_empty() {
+                    // A Linux guest reads its position (modulo its buffer) only when
+                    // it handles completions or its application writes: a whole
+                    // buffer completed between two reads puts the position back where
+                    // it was, ALSA sees no progress and fails the write with EIO. The
+                    // guest queues a period only after ALSA saw the position within a
+                    // buffer of it, so completing all but the newest queued period
+                    // stays less than a buffer ahead of what ALSA saw. The newest
+                    // waits for the guest to queue more, or for a period of real time.
+                    let period = Duration::from_nanos(p.bytes_to_ns(u64::from(p.period_bytes)));
+                    let since = s.last_completion.map_or(period, |t| t.elapsed());
+                    if s.pending.len() > 1 || since >= period {
+                        let mut data = Vec::new();
+                        while let (_, true) =
+                            self.run_period(&mut st, Direction::Playback, Some(&mut data))
+                        {
+                            if st.stream(Direction::Playback).pending.len() < 2 {
+                                break;
+                            }
+                        }
+                        self.poll_ring(&mut st, Direction::Playback);
+                        if !data.is_empty() {
+                            return Some((data, p));
+                        }
+                        continue;
+                    }
+                    wait = Some(period - since);
+                }
+            }
+            st.data_waiters += 1;
+            st = match wait {
+                Some(t) => self
+                    .data
+                    .wait_timeout(st, t)
+                    .map(|(g, _)| g)
+                    .unwrap_or_else(|e| e.into_inner().0),
+                None => self.data.wait(st).unwrap_or_else(|e| e.into_inner()),
+            };
+            st.data_waiters -= 1;
+        }
+    }
+}
