@@ -1,0 +1,173 @@
+//! Periods complete on the stream clock, one per period and sample-exact, and running
+//! streams take new I/O from the rings without kicks.
+
+mod common;
+
+use common::*;
+use vhost_user_sound::Direction;
+use virtio_snd_frontend::{FakeGuest, FakeGuestOptions};
+use virtio_snd_wire::*;
+
+#[test]
+fn pacing_follows_the_clock_exactly() {
+    let (rig, mut g) = Rig::new("pacing");
+    let card = rig.dev().card().clone();
+    // 20 ms of downstream latency = 3840 bytes at 192000 B/s.
+    card.set_playback_latency(20_000_000);
+    setup(&mut g, PLAY);
+    setup(&mut g, CAP);
+    // Three periods of a ramp, queued for the guest's capture a period at a time:
+    // exactly the cushion (two periods plus the largest chunk) the device waits for.
+    let pattern: Vec<u8> = (0..3 * PERIOD / 2)
+        .flat_map(|i| (i as u16).wrapping_mul(7).to_le_bytes())
+        .collect();
+    for chunk in pattern.chunks(PERIOD as usize) {
+        // Kept for START, though the guest is not capturing yet.
+        assert!(!card.push_capture(chunk));
+    }
+    let t: Vec<_> = (0..5).map(|i| tx(&mut g, i)).collect();
+    let r: Vec<_> = (0..5)
+        .map(|i| g.submit_rx_split(CAP, PERIOD, 1 + i % 3).unwrap())
+        .collect();
+
+    let start = rig.tl.now();
+    assert_eq!(g.start(PLAY).unwrap(), S_OK);
+    assert_eq!(g.start(CAP).unwrap(), S_OK);
+    assert_eq!(rig.tl.blocked(PLAY), start + PERIOD_NS);
+    assert_eq!(rig.tl.blocked(CAP), start + PERIOD_NS);
+
+    // One nanosecond short of the first period: nothing.
+    let checks = rig.tl.lock().checks;
+    rig.tl.advance_to(start + PERIOD_NS - 1);
+    drop(rig.tl.wait_state("looked at the time again", |s| {
+        (0..2).all(|i| s.checks[i] > checks[i] && s.waiting[i] == Some(start + PERIOD_NS))
+    }));
+    assert_quiet(&mut g, QUEUE_TX, "before the first period");
+    assert_quiet(&mut g, QUEUE_RX, "before the first period");
+
+    // Three periods, one at a time: exactly one completion each, sample-exact capture.
+    let mut expect_fifo = pattern.len();
+    for i in 0..3 {
+        let now = rig.tl.step(&[PLAY, CAP]);
+        assert_eq!(now, start + (i as u64 + 1) * PERIOD_NS);
+        let c = take(&mut g, QUEUE_TX, 1);
+        assert_eq!(c[0].token, t[i]);
+        assert_tx_ok(&c[0]);
+        assert_eq!(c[0].latency_bytes(), Some(3840), "playback latency");
+        let c = take(&mut g, QUEUE_RX, 1);
+        assert_eq!(c[0].token, r[i]);
+        assert_eq!(c[0].status(), Some(S_OK));
+        assert_eq!(c[0].used_len, PERIOD + 8);
+        let from = i * PERIOD as usize;
+        let want = &pattern[from..from + PERIOD as usize];
+        assert!(c[0].data == want, "capture period {i} is sample-exact");
+        expect_fifo = expect_fifo.saturating_sub(PERIOD as usize);
+        assert_eq!(
+            c[0].latency_bytes(),
+            Some(expect_fifo as u32),
+            "capture latency = audio still queued"
+        );
+    }
+    // Nothing queued any more: silence.
+    let now = rig.tl.step(&[PLAY, CAP]);
+    assert_eq!(now, start + 4 * PERIOD_NS);
+    assert_eq!(take(&mut g, QUEUE_TX, 1)[0].token, t[3]);
+    let c = take(&mut g, QUEUE_RX, 1);
+    assert_eq!(c[0].token, r[3]);
+    assert_rx_silence(&c[0], PERIOD, 0);
+
+    // k periods later, exactly k more completions (underruns included in the count).
+    let more: Vec<_> = (0..4).map(|i| tx(&mut g, 10 + i)).collect();
+    // Queued while running: a control round trip makes sure the device has them (it
+    // takes queued I/O before answering), otherwise the next periods could under-run.
+    assert_eq!(g.pcm_info(0, 1).unwrap().0, S_OK);
+    let k = 3;
+    for _ in 0..k {
+        rig.tl.step(&[PLAY, CAP]);
+    }
+    let c = take(&mut g, QUEUE_TX, k);
+    assert_eq!(c[0].token, t[4]);
+    assert_eq!(c[1].token, more[0]);
+    assert_eq!(c[2].token, more[1]);
+    assert_eq!(take(&mut g, QUEUE_RX, 1)[0].token, r[4]);
+    assert_eq!(rig.tl.now(), start + 7 * PERIOD_NS);
+    assert_eq!(card.snapshot(Direction::Playback).periods, 7);
+    assert_eq!(card.snapshot(Direction::Capture).periods, 7);
+    assert_eq!(g.in_flight(QUEUE_TX), 2);
+
+    assert_eq!(g.stop(PLAY).unwrap(), S_OK);
+    assert_eq!(g.stop(CAP).unwrap(), S_OK);
+    assert_eq!(g.release(PLAY).unwrap(), S_OK);
+    assert_eq!(g.release(CAP).unwrap(), S_OK);
+    assert_eq!(take(&mut g, QUEUE_TX, 2)[1].token, more[3]);
+    card.set_playback_latency(0);
+}
+
+/// While a stream runs with I/O queued, the device takes the guest's new periods from
+/// the ring at each period by itself and asks for no kicks (EVENT_IDX, or the used
+/// ring's NO_NOTIFY flag without it); once the stream stops, kicks are asked for again.
+fn fed_without_kicks(rig: &Rig, g: &mut FakeGuest) {
+    setup(g, PLAY);
+    setup(g, CAP);
+    let mut tq: std::collections::VecDeque<_> = (0..2).map(|i| tx(g, i)).collect();
+    let mut rq: std::collections::VecDeque<_> = (0..2).map(|_| rx(g)).collect();
+    assert_eq!(g.start(PLAY).unwrap(), S_OK);
+    assert_eq!(g.start(CAP).unwrap(), S_OK);
+    let kicks = [g.kicks(QUEUE_TX), g.kicks(QUEUE_RX)];
+    for i in 0..20 {
+        rig.tl.step(&[PLAY, CAP]);
+        let c = take(g, QUEUE_TX, 1);
+        assert_eq!(Some(c[0].token), tq.pop_front(), "tx period {i} in order");
+        assert_tx_ok(&c[0]);
+        let c = take(g, QUEUE_RX, 1);
+        assert_eq!(Some(c[0].token), rq.pop_front(), "rx period {i} in order");
+        assert_rx_silence(&c[0], PERIOD, 0);
+        tq.push_back(tx(g, 2 + i));
+        rq.push_back(rx(g));
+    }
+    // With EVENT_IDX the kick the device last asked for (before START) is still
+    // owed once; after that, none.
+    for (q, before) in [(QUEUE_TX, kicks[0]), (QUEUE_RX, kicks[1])] {
+        let n = g.kicks(q) - before;
+        assert!(
+            n <= 1,
+            "{n} kicks on queue {q} for 20 periods of a running stream"
+        );
+    }
+    assert_eq!(g.stop(PLAY).unwrap(), S_OK);
+    let before = g.kicks(QUEUE_TX);
+    tq.push_back(tx(g, 99));
+    assert_eq!(
+        g.kicks(QUEUE_TX),
+        before + 1,
+        "a stopped stream asks for kicks"
+    );
+    assert_eq!(g.stop(CAP).unwrap(), S_OK);
+    assert_eq!(g.release(PLAY).unwrap(), S_OK);
+    assert_eq!(g.release(CAP).unwrap(), S_OK);
+    let c = take(g, QUEUE_TX, 3);
+    assert!(
+        c.iter().map(|c| c.token).eq(tq),
+        "RELEASE returns the rest in order"
+    );
+    let c = take(g, QUEUE_RX, 2);
+    assert!(c.iter().map(|c| c.token).eq(rq));
+}
+
+#[test]
+fn running_streams_are_fed_without_kicks() {
+    let (rig, mut g) = Rig::new("no-kicks");
+    assert!(
+        g.event_idx(),
+        "the device offers EVENT_IDX and the guest takes it"
+    );
+    fed_without_kicks(&rig, &mut g);
+    drop(g);
+    let opts = FakeGuestOptions {
+        event_idx: false,
+        ..FakeGuestOptions::default()
+    };
+    let mut g = FakeGuest::connect_with(&rig.path, T, opts).expect("reconnect");
+    assert!(!g.event_idx());
+    fed_without_kicks(&rig, &mut g);
+}
