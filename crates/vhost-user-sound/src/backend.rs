@@ -91,6 +91,7 @@ impl VhostUserBackend for SndBackend {
         VhostUserProtocolFeatures::CONFIG
             | VhostUserProtocolFeatures::MQ
             | VhostUserProtocolFeatures::REPLY_ACK
+            | VhostUserProtocolFeatures::RESET_DEVICE
     }
 
     fn set_event_idx(&self, _enabled: bool) {}
@@ -111,7 +112,7 @@ impl VhostUserBackend for SndBackend {
     }
 
     fn reset_device(&self) {
-        self.card.reset(&Direction::ALL);
+        self.card.reset();
     }
 
     fn exit_event(&self, _thread_index: usize) -> Option<(EventConsumer, EventNotifier)> {
@@ -121,11 +122,7 @@ impl VhostUserBackend for SndBackend {
     }
 
     fn stop_vring(&self, queue_index: u32) -> stdio::Result<()> {
-        match queue_index as usize {
-            QUEUE_TX => self.card.reset(&[Direction::Playback]),
-            QUEUE_RX => self.card.reset(&[Direction::Capture]),
-            _ => {}
-        }
+        self.card.ring_stopped(queue_index as usize);
         Ok(())
     }
 
@@ -141,12 +138,14 @@ impl VhostUserBackend for SndBackend {
         let Some(vring) = vrings.get(device_event as usize) else {
             return Ok(());
         };
+        self.card.ring_started(device_event as usize);
         match device_event as usize {
             QUEUE_CONTROL => {
                 // I/O the guest queued before this request was queued in the stream
                 // state before it: take it first, so that RELEASE (or PREPARE) returns
                 // it instead of the I/O being failed once its queue is served.
                 for dir in Direction::ALL {
+                    self.card.ring_started(dir.queue());
                     self.card.serve_ring(dir);
                 }
                 self.serve_control(vring)

@@ -105,7 +105,8 @@ pub(crate) fn negotiate(fe: &mut Frontend, opts: &FakeGuestOptions) -> io::Resul
     }
     let wanted = VhostUserProtocolFeatures::CONFIG
         | VhostUserProtocolFeatures::REPLY_ACK
-        | VhostUserProtocolFeatures::MQ;
+        | VhostUserProtocolFeatures::MQ
+        | VhostUserProtocolFeatures::RESET_DEVICE;
     let acked = offered & wanted;
     fe.set_protocol_features(acked)
         .map_err(|e| vu_err("SET_PROTOCOL_FEATURES", e))?;
@@ -147,11 +148,13 @@ pub(crate) fn set_mem_table(fe: &Frontend, ram: &GuestRam) -> io::Result<()> {
     Ok(())
 }
 
-/// SET_VRING_NUM, _BASE, _ADDR, _KICK, _CALL for one queue, as QEMU's
-/// vhost_virtqueue_start sends them. The ring is enabled separately.
+/// SET_VRING_NUM, _BASE (`base`: where the device is to take the next chain),
+/// _ADDR, _KICK, _CALL for one queue, as QEMU's vhost_virtqueue_start sends them. The
+/// ring is enabled separately.
 pub(crate) fn setup_vring(
     fe: &Frontend,
     q: usize,
+    base: u16,
     ring: &DriverRing,
     ram: &GuestRam,
     kick: &EventFd,
@@ -160,7 +163,7 @@ pub(crate) fn setup_vring(
     let what = |m: &str| format!("{m} (queue {q})");
     fe.set_vring_num(q, ring.size())
         .map_err(|e| vu_err(&what("SET_VRING_NUM"), e))?;
-    fe.set_vring_base(q, 0)
+    fe.set_vring_base(q, base)
         .map_err(|e| vu_err(&what("SET_VRING_BASE"), e))?;
     // Ring addresses travel as the frontend's virtual addresses; the device
     // translates them through the SET_MEM_TABLE regions.

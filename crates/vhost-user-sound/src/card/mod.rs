@@ -15,6 +15,7 @@ mod capture;
 mod capture_fifo;
 mod events;
 mod pacer;
+mod pause;
 mod period;
 mod playback;
 mod ring;
@@ -42,6 +43,8 @@ pub(crate) struct State {
     vrings: Option<Vec<VringRwLock>>,
     mem: Option<GuestMemoryAtomic<GuestMem>>,
     connected: bool,
+    /// Per queue: where the ring stood when QEMU stopped it, until it runs again.
+    stopped: [Option<pause::RingPlace>; wire::NUM_QUEUES],
     pub(crate) shutdown: bool,
     /// Threads in `wait_playback`: queuing playback I/O only notifies when there are
     /// any (a condvar notification is a system call even when nobody waits).
@@ -75,6 +78,7 @@ impl Card {
                 vrings: None,
                 mem: None,
                 connected: false,
+                stopped: [None; wire::NUM_QUEUES],
                 shutdown: false,
                 data_waiters: 0,
             }),
@@ -150,6 +154,7 @@ impl Card {
             st.connected = false;
             st.vrings = None;
             st.mem = None;
+            st.stopped = [None; wire::NUM_QUEUES];
             Direction::ALL
                 .iter()
                 .filter_map(|d| Self::reset_stream(st.stream(*d)))
@@ -162,12 +167,13 @@ impl Card {
         self.listeners.emit(DeviceEvent::Disconnected);
     }
 
-    /// A queue was stopped (GET_VRING_BASE) or the device reset: the guest driver is
-    /// going away, so its streams start over.
-    pub(crate) fn reset(&self, dirs: &[Direction]) {
+    /// RESET_DEVICE: the guest driver went away, so the streams start over.
+    pub(crate) fn reset(&self) {
         let released = {
             let mut st = self.lock();
-            dirs.iter()
+            st.stopped = [None; wire::NUM_QUEUES];
+            Direction::ALL
+                .iter()
                 .filter_map(|d| Self::reset_stream(st.stream(*d)))
                 .collect::<Vec<_>>()
         };

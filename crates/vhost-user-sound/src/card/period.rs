@@ -33,7 +33,14 @@ impl Card {
         let frame = u64::from(params.frame_bytes());
         let period_frames = u64::from(params.period_bytes) / frame;
         s.periods += 1;
-        let Some(msg) = s.pending.pop_front() else {
+        // While QEMU has the ring stopped (the VM is paused) the guest's periods wait.
+        let msg = if Self::ring_running(st, dir) {
+            st.stream(dir).pending.pop_front()
+        } else {
+            None
+        };
+        let s = st.stream(dir);
+        let Some(msg) = msg else {
             if dir == Direction::Capture {
                 // The guest is late: keep the sink's audio in real time anyway.
                 s.capture.skip((period_frames * frame) as usize);

@@ -43,10 +43,12 @@ impl Card {
             if cancel() || st.shutdown {
                 return None;
             }
+            // A stopped ring (the VM is paused) has nothing to play until it runs.
+            let ring_running = Self::ring_running(&st, Direction::Playback);
             let s = st.stream(Direction::Playback);
             let mut wait = None;
             if let (PcmState::Running, Some(p)) = (s.state, s.params) {
-                if !s.pending.is_empty() {
+                if ring_running && !s.pending.is_empty() {
                     // A Linux guest reads its position (modulo its buffer) only when
                     // it handles completions or its application writes: a whole
                     // buffer completed between two reads puts the position back where

@@ -38,6 +38,9 @@ impl Card {
     /// the device could otherwise miss new I/O. The card lock is held throughout, so
     /// chains enter `pending` in ring order whichever thread takes them.
     pub(super) fn poll_ring(&self, st: &mut State, dir: Direction) {
+        if !Self::ring_running(st, dir) {
+            return;
+        }
         let Some(vring) = st
             .vrings
             .as_ref()

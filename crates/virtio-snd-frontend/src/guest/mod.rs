@@ -3,6 +3,7 @@
 //! `harvest`.
 
 mod harvest;
+mod lifecycle;
 mod submit;
 
 use std::collections::VecDeque;
@@ -125,7 +126,7 @@ impl FakeGuest {
             ring.set_event_idx(event_idx);
             let kick = EventFd::new(EFD_NONBLOCK)?;
             let call = EventFd::new(EFD_NONBLOCK)?;
-            session::setup_vring(&frontend, q, &ring, &ram, &kick, &call)?;
+            session::setup_vring(&frontend, q, 0, &ring, &ram, &kick, &call)?;
             queues.push(QueueState {
                 ring,
                 kick,
@@ -152,14 +153,18 @@ impl FakeGuest {
             scratch: Vec::with_capacity(8),
             opts,
         };
-        // Like virtsnd_event_fill: every event-queue entry gets an 8-byte buffer.
-        let n = usize::from(guest.opts.event_buffers).min(usize::from(qsize));
-        for _ in 0..n {
-            let block = guest.ram.alloc(8)?;
-            guest.post_event_buffer(block)?;
-        }
-        guest.kick_if_needed(QUEUE_EVENT)?;
+        guest.fill_event_queue()?;
         Ok(guest)
+    }
+
+    /// Like virtsnd_event_fill: every event-queue entry gets an 8-byte buffer.
+    fn fill_event_queue(&mut self) -> io::Result<()> {
+        let n = usize::from(self.opts.event_buffers).min(usize::from(self.opts.queue_size));
+        for _ in 0..n {
+            let block = self.ram.alloc(8)?;
+            self.post_event_buffer(block)?;
+        }
+        self.kick_if_needed(QUEUE_EVENT)
     }
 
     /// Closes the socket at once, as when QEMU is killed. (Dropping does the same.)

@@ -1,0 +1,117 @@
+//! Rings that QEMU stops and starts again. QEMU stops every ring (GET_VRING_BASE)
+//! when the VM stops (pause, snapshot, migration) and when the guest resets the
+//! device. A pause must lose nothing: the guest's queued periods and the streams'
+//! states are kept, nothing is completed while the ring is stopped, and the ring
+//! carries on where it stood. A ring that comes back somewhere else belongs to a new
+//! driver (the guest rebooted or reloaded it), which knows nothing of the old one's
+//! streams: those start over. QEMU does not tell the two apart for a vhost-user sound
+//! device (it sends RESET_DEVICE only while the device runs, and it stops the device
+//! before it resets it), so the ring's own place tells.
+
+use log::{debug, info};
+use vhost_user_backend::{VringRwLock, VringT};
+use virtio_queue::QueueT;
+
+use virtio_snd_wire::{QUEUE_CONTROL, QUEUE_RX, QUEUE_TX};
+
+use super::{Card, Direction, State};
+
+/// Where a ring stood when it was stopped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct RingPlace {
+    desc_table: u64,
+    avail_ring: u64,
+    used_ring: u64,
+    size: u16,
+    next_avail: u16,
+    next_used: u16,
+}
+
+impl RingPlace {
+    fn of(vring: &VringRwLock) -> RingPlace {
+        let v = vring.get_ref();
+        let q = v.get_queue();
+        RingPlace {
+            desc_table: q.desc_table(),
+            avail_ring: q.avail_ring(),
+            used_ring: q.used_ring(),
+            size: q.size(),
+            next_avail: q.next_avail(),
+            next_used: q.next_used(),
+        }
+    }
+}
+
+/// The streams whose requests or I/O travel on `queue`: the control queue carries
+/// both streams' requests, so a new driver there means both start over.
+fn streams_of(queue: usize) -> &'static [Direction] {
+    match queue {
+        QUEUE_CONTROL => &Direction::ALL,
+        QUEUE_TX => &[Direction::Playback],
+        QUEUE_RX => &[Direction::Capture],
+        _ => &[],
+    }
+}
+
+impl Card {
+    /// GET_VRING_BASE on `queue`: remembers where the ring stood. Until it is started
+    /// again its streams complete nothing, and their timelines start afresh then.
+    pub(crate) fn ring_stopped(&self, queue: usize) {
+        let mut st = self.lock();
+        let place = st
+            .vrings
+            .as_ref()
+            .and_then(|v| v.get(queue))
+            .map(RingPlace::of);
+        if let Some(slot) = st.stopped.get_mut(queue) {
+            *slot = place;
+        }
+        for dir in streams_of(queue) {
+            st.stream(*dir).changed();
+        }
+        drop(st);
+        self.notify();
+        debug!("queue {queue} stopped at {place:?}");
+    }
+
+    /// The first event on a started `queue`: a ring that was stopped and is back where
+    /// it stood resumes; one that comes back elsewhere resets its streams.
+    pub(crate) fn ring_started(&self, queue: usize) {
+        let released = {
+            let mut st = self.lock();
+            let Some(was) = st.stopped.get(queue).copied().flatten() else {
+                return;
+            };
+            let Some(vring) = st.vrings.as_ref().and_then(|v| v.get(queue)).filter(|v| {
+                let v = v.get_ref();
+                v.is_enabled() && v.get_queue().ready()
+            }) else {
+                return;
+            };
+            let now = RingPlace::of(vring);
+            st.stopped[queue] = None;
+            if now == was {
+                debug!("queue {queue} resumed where it stopped");
+                for dir in streams_of(queue) {
+                    st.stream(*dir).changed();
+                }
+                Vec::new()
+            } else {
+                info!("queue {queue} came back reset: the guest's driver started over");
+                streams_of(queue)
+                    .iter()
+                    .filter_map(|d| Self::reset_stream(st.stream(*d)))
+                    .collect()
+            }
+        };
+        self.notify();
+        for ev in released {
+            self.listeners.emit(ev);
+        }
+    }
+
+    /// Whether `dir`'s ring may be used: not stopped, or started again and checked.
+    pub(super) fn ring_running(st: &State, dir: Direction) -> bool {
+        st.stopped.get(dir.queue()).is_some_and(Option::is_none)
+    }
+}
