@@ -1,7 +1,8 @@
 //! Real-guest test harness: boots a tiny Linux guest under QEMU with a
-//! `vhost-user-snd-pci` device connected to the socket our element serves, runs a
-//! shell script in the guest (`aplay`, `arecord`, `alsabat`, ...) and hands back the
-//! console, the script's exit code and any files the guest exported.
+//! `vhost-user-snd-pci` device connected to the socket our element serves (or QEMU's
+//! own `virtio-sound-pci`, for the benchmark), runs a shell script in the guest
+//! (`aplay`, `arecord`, `alsabat`, ...) and hands back the console, the script's exit
+//! code and any files the guest exported.
 //!
 //! # The image
 //! `scripts/build-guest-image.sh` builds it from Debian packages (never installed on
@@ -46,12 +47,19 @@
 //! is `max` (it has RDRAND, so the guest's RNG is ready at once).
 //!
 //! # The sound device
-//! With [`GuestOpts::socket`] set, QEMU is the vhost-user client: the socket must be
-//! listening before the boot ([`GuestRun::boot`] waits up to
-//! [`GuestOpts::socket_wait`] for the path to appear). If nobody listens QEMU exits at
-//! once ("Failed to connect to ...": `boot` or `wait` return that as an error); if
-//! the listener accepts but never answers, QEMU blocks before the guest starts and
-//! the run ends with the timeout error.
+//! [`GuestOpts::sound`] picks it ([`Sound`]). With [`GuestOpts::socket`], QEMU is the
+//! vhost-user client of a `vhost-user-snd-pci` device: the socket must be listening
+//! before the boot ([`GuestRun::boot`] waits up to [`GuestOpts::socket_wait`] for the
+//! path to appear). If nobody listens QEMU exits at once ("Failed to connect to
+//! ...": `boot` or `wait` return that as an error); if the listener accepts but never
+//! answers, QEMU blocks before the guest starts and the run ends with the timeout
+//! error. With [`GuestOpts::builtin_sound`] the guest gets QEMU's own
+//! `virtio-sound-pci` with an `-audiodev` backend instead (the benchmark's reference).
+//!
+//! # Host CPU
+//! [`GuestRun::qemu_cpu`] reads QEMU's CPU time so far (`/proc/PID/stat`); sampled
+//! right after [`GuestRun::wait_for`] returns on a marker the script prints, it
+//! brackets a stretch of the script.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -89,7 +97,12 @@ fn build_image() -> Result<PathBuf, String> {
             "{QEMU} has no vhost-user-snd-pci device (QEMU >= 9.0 needed); run scripts/install-deps.sh"
         ));
     }
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/build-guest-image.sh");
+    // The script lives at the workspace root, two levels above this crate.
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .ancestors()
+        .nth(2)
+        .ok_or("the testbed crate is not inside the workspace")?;
+    let script = root.join("scripts/build-guest-image.sh");
     let out = Command::new("bash")
         .arg(&script)
         .stdin(Stdio::null())
@@ -158,11 +171,10 @@ fn choose_accel() -> Result<Accel, String> {
         eprintln!("qemu harness: /dev/kvm not usable, using TCG");
         return Ok(Accel::Tcg);
     }
-    let mut opts = GuestOpts::new("true");
-    opts.timeout = Duration::from_secs(30);
+    let mut opts = GuestOpts::new("true").timeout(Duration::from_secs(30));
+    opts.accel = Some(Accel::Kvm);
     let probe_start = Instant::now();
-    let run = GuestRun::start(opts, Accel::Kvm)?;
-    let outcome = run.wait();
+    let outcome = GuestRun::boot(opts)?.wait();
     match outcome {
         Ok(out) if out.rc == 0 => {
             eprintln!(
@@ -194,17 +206,33 @@ fn choose_accel() -> Result<Accel, String> {
     }
 }
 
+/// The sound card the guest gets.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum Sound {
+    /// None: ALSA sees no sound card.
+    #[default]
+    None,
+    /// `vhost-user-snd-pci`, QEMU being the vhost-user client of this socket.
+    VhostUser(PathBuf),
+    /// QEMU's own `virtio-sound-pci` with this `-audiodev` backend, given without its
+    /// `id=`, e.g. `wav,path=/tmp/out.wav`.
+    Builtin(String),
+}
+
 /// What to boot and run.
 #[derive(Clone, Debug)]
 pub struct GuestOpts {
     /// Shell script the guest runs with `sh`; its exit code is `GuestOutput::rc`.
     pub script: String,
-    /// vhost-user socket of the sound device; `None` boots without one.
-    pub socket: Option<PathBuf>,
-    /// How long `boot` waits for the socket path to appear.
+    /// The sound device ([`GuestOpts::socket`], [`GuestOpts::builtin_sound`]).
+    pub sound: Sound,
+    /// How long `boot` waits for a vhost-user socket path to appear.
     pub socket_wait: Duration,
-    /// Appended to the `-chardev socket,...` option, e.g. `",reconnect-ms=500"`.
+    /// Appended to the vhost-user `-chardev socket,...` option, e.g.
+    /// `",reconnect-ms=500"`.
     pub chardev_extra: String,
+    /// The accelerator; `None` takes the process-wide choice of [`accel()`].
+    pub accel: Option<Accel>,
     /// Files placed in the guest's `/vsnd/in` (the script's working directory).
     pub files: Vec<(String, Vec<u8>)>,
     /// Whole run, from QEMU start to exit.
@@ -221,9 +249,10 @@ impl GuestOpts {
     pub fn new(script: impl Into<String>) -> Self {
         GuestOpts {
             script: script.into(),
-            socket: None,
+            sound: Sound::None,
             socket_wait: Duration::from_secs(10),
             chardev_extra: String::new(),
+            accel: None,
             files: Vec::new(),
             timeout: Duration::from_secs(120),
             memory_mib: 256,
@@ -232,8 +261,16 @@ impl GuestOpts {
         }
     }
 
+    /// A `vhost-user-snd-pci` device served on `path`.
     pub fn socket(mut self, path: impl Into<PathBuf>) -> Self {
-        self.socket = Some(path.into());
+        self.sound = Sound::VhostUser(path.into());
+        self
+    }
+
+    /// QEMU's own `virtio-sound-pci` with the `-audiodev` backend `audiodev` (no
+    /// `id=`), e.g. `wav,path=/tmp/out.wav`.
+    pub fn builtin_sound(mut self, audiodev: impl Into<String>) -> Self {
+        self.sound = Sound::Builtin(audiodev.into());
         self
     }
 
@@ -297,6 +334,7 @@ pub struct GuestRun {
     stdin: Option<ChildStdin>,
     shared: Arc<Shared>,
     readers: Vec<thread::JoinHandle<()>>,
+    pid: u32,
     started: Instant,
     deadline: Instant,
     accel: Accel,
@@ -320,13 +358,11 @@ impl GuestKiller {
 impl GuestRun {
     /// Builds the image if needed, picks the accelerator and starts QEMU.
     pub fn boot(opts: GuestOpts) -> Result<GuestRun, String> {
-        ensure_image()?;
-        let accel = accel()?;
-        GuestRun::start(opts, accel)
-    }
-
-    fn start(opts: GuestOpts, accel: Accel) -> Result<GuestRun, String> {
         let image = ensure_image()?;
+        let accel = match opts.accel {
+            Some(a) => a,
+            None => accel()?,
+        };
         let mut append = vec![
             "console=ttyS0",
             "quiet",
@@ -356,7 +392,7 @@ impl GuestRun {
             initrd_tmp = Some(tmp);
         }
 
-        if let Some(sock) = &opts.socket {
+        if let Sound::VhostUser(sock) = &opts.sound {
             let until = Instant::now() + opts.socket_wait;
             while !sock.exists() {
                 if Instant::now() >= until {
@@ -378,14 +414,21 @@ impl GuestRun {
             .args(["-m", &mem, "-smp", "1"])
             .args(["-nodefaults", "-display", "none", "-no-reboot"])
             .args(["-serial", "stdio", "-monitor", "none"]);
-        if let Some(sock) = &opts.socket {
-            cmd.arg("-chardev")
-                .arg(format!(
-                    "socket,id=vsnd,path={}{}",
-                    sock.display(),
-                    opts.chardev_extra
-                ))
-                .args(["-device", "vhost-user-snd-pci,chardev=vsnd"]);
+        match &opts.sound {
+            Sound::None => {}
+            Sound::VhostUser(sock) => {
+                cmd.arg("-chardev")
+                    .arg(format!(
+                        "socket,id=vsnd,path={}{}",
+                        sock.display(),
+                        opts.chardev_extra
+                    ))
+                    .args(["-device", "vhost-user-snd-pci,chardev=vsnd"]);
+            }
+            Sound::Builtin(audiodev) => {
+                cmd.args(["-device", "virtio-sound-pci,audiodev=vsnd", "-audiodev"])
+                    .arg(format!("{audiodev},id=vsnd"));
+            }
         }
         cmd.arg("-kernel")
             .arg(image.join("vmlinuz"))
@@ -421,6 +464,7 @@ impl GuestRun {
         }
         let stdin = child.stdin.take();
         Ok(GuestRun {
+            pid: child.id(),
             child: Arc::new(Mutex::new(child)),
             stdin,
             shared,
@@ -435,6 +479,12 @@ impl GuestRun {
     /// The accelerator this run uses.
     pub fn accel(&self) -> Accel {
         self.accel
+    }
+
+    /// CPU time (user + system, all threads) QEMU has used so far, from
+    /// `/proc/PID/stat` (clock-tick resolution, usually 10 ms).
+    pub fn qemu_cpu(&self) -> Result<Duration, String> {
+        proc_cpu(self.pid).ok_or_else(|| format!("cannot read /proc/{}/stat", self.pid))
     }
 
     /// Console text so far (`\r` removed).
@@ -620,6 +670,18 @@ fn spawn_reader(
             shared.changed.notify_all();
         }
     })
+}
+
+/// CPU time (utime + stime) of process `pid` from /proc/PID/stat.
+fn proc_cpu(pid: u32) -> Option<Duration> {
+    let s = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &s[s.rfind(')')? + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    // Fields 14 and 15 of stat(5); `rest` starts at field 3.
+    let ticks: u64 = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
+    // SAFETY: sysconf has no memory-safety preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+    Some(Duration::from_nanos(ticks * 1_000_000_000 / hz))
 }
 
 fn clean(bytes: &[u8]) -> String {

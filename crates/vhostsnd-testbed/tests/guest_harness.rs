@@ -119,3 +119,27 @@ fn unserved_socket_fails_fast() {
     eprintln!("dead socket: {err}");
     assert!(err.contains("Failed to connect"), "{err}");
 }
+
+#[test]
+fn builtin_sound_card_and_qemu_cpu() {
+    // QEMU's own virtio-sound-pci (the benchmark's reference) is a card for the guest
+    // too; QEMU's CPU time is readable while it runs.
+    let wav = std::env::temp_dir().join(format!("vsnd-builtin-{}.wav", std::process::id()));
+    let run = GuestRun::boot(
+        GuestOpts::new("vsnd-wait-card 10; cat /proc/asound/cards; echo CARD-LISTED")
+            .builtin_sound(format!("wav,path={}", wav.display())),
+    )
+    .expect("boot");
+    run.wait_for("CARD-LISTED", Duration::from_secs(120))
+        .expect("CARD-LISTED");
+    let cpu = run.qemu_cpu().expect("QEMU CPU time");
+    let out = run.wait().expect("run");
+    let _ = std::fs::remove_file(&wav);
+    assert_eq!(out.rc, 0, "{}", out.tail());
+    assert!(
+        !out.console.contains("--- no soundcards ---"),
+        "{}",
+        out.tail()
+    );
+    assert!(cpu > Duration::ZERO, "QEMU used no CPU before CARD-LISTED");
+}

@@ -4,15 +4,12 @@
 //! the guest prints its start and end markers: QEMU's from /proc/PID/stat, the
 //! device's as this process's own CPU time (the device runs in it).
 
-use std::io::{BufRead, BufReader, Read};
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use super::setup;
 use super::stats;
 use super::{Opts, Table};
+use crate::qemu::{self, Accel, GuestOpts, GuestRun};
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Mode {
@@ -37,87 +34,30 @@ struct Run {
     rc: i32,
 }
 
-fn base64(data: &[u8]) -> String {
-    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut s = String::new();
-    for c in data.chunks(3) {
-        let n = (u32::from(c[0]) << 16)
-            | (u32::from(*c.get(1).unwrap_or(&0)) << 8)
-            | u32::from(*c.get(2).unwrap_or(&0));
-        for i in 0..4 {
-            if i <= c.len() {
-                s.push(T[(n >> (18 - 6 * i) & 63) as usize] as char);
-            } else {
-                s.push('=');
-            }
-        }
-    }
-    s
-}
+/// The markers the guest prints, with its uptime, before and after alsabat.
+const MARKS: [&str; 2] = ["BENCH-START", "BENCH-END"];
 
-/// The guest image directory: the last line scripts/build-guest-image.sh prints.
-pub fn image() -> Result<PathBuf, String> {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/build-guest-image.sh");
-    let out = Command::new("bash")
-        .arg(&script)
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|e| format!("{}: {e}", script.display()))?;
-    if !out.status.success() {
-        return Err(format!("{} failed", script.display()));
-    }
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let dir = stdout
-        .lines()
-        .rev()
-        .find(|l| !l.trim().is_empty())
-        .map(|l| PathBuf::from(l.trim()))
-        .ok_or("the image script printed nothing")?;
-    Ok(dir)
-}
-
-enum Line {
-    Mark(f64, f64, f64),
-    Rc(i32),
-    Other(String),
-}
-
-fn boot(image: &Path, mode: Mode, secs: u32) -> Result<Run, String> {
+fn boot(mode: Mode, secs: u32) -> Result<Run, String> {
     let frames = 48000 * secs;
     let script = format!(
         "head -c1 /dev/random >/dev/null\n\
          vsnd-wait-card 10 2>/dev/null\n\
-         echo VSND-MARK $(cut -d' ' -f1 /proc/uptime)\n\
+         echo {} $(cut -d' ' -f1 /proc/uptime)\n\
          alsabat -P hw:0,0 -c 2 -r 48000 -f S16_LE -F 440 -n {frames} >/tmp/bat.log 2>&1\n\
          rc=$?\n\
-         echo VSND-MARK $(cut -d' ' -f1 /proc/uptime)\n\
+         echo {} $(cut -d' ' -f1 /proc/uptime)\n\
          [ $rc = 0 ] || tail -5 /tmp/bat.log\n\
-         exit $rc\n"
+         exit $rc\n",
+        MARKS[0], MARKS[1]
     );
     let tag = format!("{mode:?}").to_lowercase();
     let wav = std::env::temp_dir().join(format!("vsnd-bench-{}-{tag}.wav", std::process::id()));
+    let timeout = Duration::from_secs(120 + 4 * u64::from(secs));
+    let mut opts = GuestOpts::new(script).timeout(timeout);
+    opts.accel = Some(Accel::Tcg);
     let mut pipeline = None;
-    let mut cmd = Command::new("qemu-system-x86_64");
-    cmd.args(["-accel", "tcg", "-cpu", "max", "-smp", "1"])
-        .args(["-machine", "q35,memory-backend=mem"])
-        .args(["-object", "memory-backend-memfd,id=mem,size=256M,share=on"])
-        .args(["-m", "256M", "-nographic", "-no-reboot", "-nodefaults"])
-        .args(["-serial", "stdio", "-display", "none", "-monitor", "none"])
-        .arg("-kernel")
-        .arg(image.join("vmlinuz"))
-        .arg("-initrd")
-        .arg(image.join("initramfs.cpio.gz"))
-        .arg("-append")
-        .arg(format!(
-            "console=ttyS0 quiet panic=-1 vsnd.cmd={}",
-            base64(script.as_bytes())
-        ));
     match mode {
-        Mode::Builtin => {
-            cmd.args(["-device", "virtio-sound-pci,audiodev=snd0"])
-                .arg("-audiodev")
-                .arg(format!("wav,id=snd0,path={}", wav.display()));
-        }
+        Mode::Builtin => opts = opts.builtin_sound(format!("wav,path={}", wav.display())),
         Mode::VhostUser => {
             let sock = setup::socket("qemu");
             pipeline = Some(setup::launch(&format!(
@@ -126,102 +66,52 @@ fn boot(image: &Path, mode: Mode, secs: u32) -> Result<Run, String> {
                 sock.display(),
                 wav.display()
             ))?);
-            cmd.arg("-chardev")
-                .arg(format!("socket,id=vsnd,path={}", sock.display()))
-                .args(["-device", "vhost-user-snd-pci,chardev=vsnd"]);
+            opts = opts.socket(sock);
         }
     }
-    let mut child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| format!("qemu-system-x86_64: {e}"))?;
-    let pid = child.id();
-    let stdout = child.stdout.take().ok_or("no stdout")?;
-    let mut stderr = child.stderr.take().ok_or("no stderr")?;
-    let err_thread = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = stderr.read_to_string(&mut s);
-        s
-    });
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines() {
-            let Ok(line) = line else { break };
-            let line = line.trim().to_string();
-            let msg = if let Some(rest) = line.strip_prefix("VSND-MARK ") {
-                // Sampled here, as close to the marker as the console allows.
-                let q = stats::pid_cpu(pid).unwrap_or_default().as_secs_f64();
-                let d = stats::process_cpu().as_secs_f64();
-                Line::Mark(rest.trim().parse().unwrap_or(f64::NAN), q, d)
-            } else if let Some(rc) = line.strip_prefix("VSND-RC=") {
-                Line::Rc(rc.trim().parse().unwrap_or(-1))
-            } else {
-                Line::Other(line)
-            };
-            if tx.send(msg).is_err() {
-                break;
-            }
+    let measured = (|| {
+        let run = GuestRun::boot(opts)?;
+        // (QEMU CPU, this process's CPU), sampled as each marker reaches the console.
+        let mut cpu = Vec::new();
+        for mark in MARKS {
+            run.wait_for(mark, timeout)?;
+            cpu.push((run.qemu_cpu()?, stats::process_cpu()));
         }
-    });
-    let deadline = Instant::now() + Duration::from_secs(120 + 4 * u64::from(secs));
-    let mut marks = Vec::new();
-    let mut rc = None;
-    let mut console = Vec::new();
-    while rc.is_none() {
-        let left = deadline.saturating_duration_since(Instant::now());
-        match rx.recv_timeout(left) {
-            Ok(Line::Mark(u, q, d)) => marks.push((u, q, d)),
-            Ok(Line::Rc(r)) => rc = Some(r),
-            Ok(Line::Other(l)) => console.push(l),
-            Err(_) => break,
-        }
-    }
-    if rc.is_none() {
-        let _ = child.kill();
-    }
-    let _ = child.wait();
-    let qemu_err = err_thread.join().unwrap_or_default();
+        Ok::<_, String>((run.wait()?, cpu))
+    })();
     if let Some(p) = pipeline {
         let _ = setup::finish(&p);
     }
     let _ = std::fs::remove_file(&wav);
-    let (Some(rc), [a, b]) = (rc, marks.as_slice()) else {
-        return Err(format!(
-            "{}: guest did not finish (rc {rc:?}, {} markers)\n{}\n{qemu_err}",
-            mode.name(),
-            marks.len(),
-            console
-                .iter()
-                .rev()
-                .take(15)
-                .rev()
-                .cloned()
-                .collect::<Vec<_>>()
-                .join("\n")
-        ));
+    let (out, cpu) = measured.map_err(|e| format!("{}: {e}", mode.name()))?;
+    let uptime = |mark: &str| {
+        out.console
+            .lines()
+            .find_map(|l| l.trim().strip_prefix(mark))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .ok_or_else(|| format!("{}: no {mark:?} line\n{}", mode.name(), out.tail()))
     };
+    let (a, b) = (&cpu[0], &cpu[1]);
     Ok(Run {
         mode,
-        guest_secs: b.0 - a.0,
-        qemu_cpu: b.1 - a.1,
+        guest_secs: uptime(MARKS[1])? - uptime(MARKS[0])?,
+        qemu_cpu: (b.0 - a.0).as_secs_f64(),
         device_cpu: if mode == Mode::VhostUser {
-            b.2 - a.2
+            (b.1 - a.1).as_secs_f64()
         } else {
             0.0
         },
-        rc,
+        rc: out.rc,
     })
 }
 
 pub fn run(opts: &Opts) -> Result<Vec<Table>, String> {
     let (secs, rounds) = if opts.quick { (2, 1) } else { (20, 2) };
-    let image = image()?;
+    qemu::ensure_image()?;
     let mut runs = Vec::new();
     for _ in 0..rounds {
         for mode in [Mode::Builtin, Mode::VhostUser] {
-            runs.push(boot(&image, mode, secs)?);
+            runs.push(boot(mode, secs)?);
         }
     }
     let audio = f64::from(secs);
