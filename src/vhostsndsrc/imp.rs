@@ -104,6 +104,18 @@ impl VhostSndSrc {
     fn follow(&self, params: PcmParams) -> Result<(), gst::FlowError> {
         let mut timing = lock(&self.timing);
         let (a, b) = (timing.params, params);
+        if latency(&a) != latency(&b) {
+            // The pipeline planned with the old period: without a new latency, a
+            // syncing sink gets every buffer late by the difference. The bin asks
+            // for the latency while the message is posted, so the new parameters
+            // are in place first.
+            timing.params = params;
+            drop(timing);
+            gst::info!(CAT, imp = self, "guest period changed: new latency");
+            let obj = self.obj();
+            let _ = obj.post_message(gst::message::Latency::builder().src(&*obj).build());
+            timing = lock(&self.timing);
+        }
         if (a.format, a.rate, a.channels) == (b.format, b.rate, b.channels) {
             timing.params = params;
             return Ok(());
@@ -112,7 +124,11 @@ impl VhostSndSrc {
             return Err(gst::FlowError::NotNegotiated);
         };
         gst::info!(CAT, imp = self, "guest format changed: {caps}");
-        let next = timing.base.map(|_| timing.next_ts());
+        // The running time of the next sample goes on from the old format's samples.
+        let next = timing.base.map(|_| {
+            timing.params = a;
+            timing.next_ts()
+        });
         timing.params = params;
         timing.base = next;
         timing.samples = 0;
@@ -209,6 +225,12 @@ impl VhostSndSrc {
         }
         buffer
     }
+}
+
+/// The source's (minimum) latency with the guest's `p`: a period is pushed when its
+/// last sample is due.
+fn latency(p: &PcmParams) -> gst::ClockTime {
+    gst::ClockTime::from_nseconds(p.bytes_to_ns(u64::from(p.period_bytes)))
 }
 
 #[glib::object_subclass]
@@ -395,17 +417,13 @@ impl BaseSrcImpl for VhostSndSrc {
 
     fn query(&self, query: &mut gst::QueryRef) -> bool {
         if let gst::QueryViewMut::Latency(q) = query.view_mut() {
-            let p = lock(&self.timing).params;
-            // A period is pushed when its last sample is due; the guest may have its
-            // whole buffer queued ahead of that.
-            let min = gst::ClockTime::from_nseconds(p.bytes_to_ns(u64::from(p.period_bytes)));
-            let max = gst::ClockTime::from_nseconds(p.bytes_to_ns(u64::from(p.buffer_bytes)));
+            let min = latency(&lock(&self.timing).params);
             let live = self.is_live();
-            q.set(
-                live,
-                if live { min } else { gst::ClockTime::ZERO },
-                Some(max.max(min)),
-            );
+            // No maximum: what the source pushed is downstream's to hold, and the
+            // guest's periods wait in guest memory, so no delay downstream loses
+            // audio. (The guest's buffer as a maximum made a mixer of guests with
+            // different periods fail to configure its latency.)
+            q.set(live, if live { min } else { gst::ClockTime::ZERO }, None);
             return true;
         }
         BaseSrcImplExt::parent_query(self, query)

@@ -153,6 +153,16 @@ impl HostPipeline {
                 info!("{what}: host pipeline ended");
                 true
             }
+            // vhostsndsrc's latency follows the guest's period; the application
+            // redistributes it, as GStreamer leaves that to whoever runs the bus.
+            gst::MessageView::Latency(_) => {
+                if let Some((pipeline, _)) = self.running.borrow().as_ref() {
+                    if let Err(e) = pipeline.recalculate_latency() {
+                        info!("{what}: cannot recalculate the latency: {e}");
+                    }
+                }
+                false
+            }
             _ => false,
         };
         if !failed {

@@ -1,0 +1,331 @@
+//! vhostsndsrc into sinks that synchronise to the clock, as a host's audio output
+//! does, whatever period the guest picks: the pipeline's latency follows the guest's
+//! period, so no buffer is late and none is dropped, alone or with several guests
+//! mixed by one `audiomixer`.
+
+mod support;
+
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use gst::prelude::*;
+use gst_base::prelude::*;
+use vhostsnd_testbed::analysis;
+use virtio_snd_frontend::FakeGuest;
+use virtio_snd_wire::formats::{self, PcmParams};
+use virtio_snd_wire::{QUEUE_TX, S_OK};
+
+use support::*;
+
+/// Guest periods as Linux's drivers pick them here (10 ms at the smallest, 62.5 ms
+/// for aplay and alsabat, 125 ms for arecord), in frames at 48 kHz.
+const PERIODS: [u32; 3] = [480, 3000, 6000];
+/// Late buffers a syncing audio sink still takes (GstAudioBaseSink's default).
+const MAX_LATENESS: &str = "max-lateness=20000000";
+/// Amplitude of each guest's tone, so that three fit into one mix.
+const LEVEL: f64 = 0.25;
+
+fn stereo_s16(period_frames: u32) -> PcmParams {
+    params(formats::FMT_S16, 48000, 2, period_frames)
+}
+
+/// `frames` frames of a `freq` Hz sine at [`LEVEL`], from frame `first`.
+fn sine(freq: f64, first: u64, frames: u64) -> Vec<u8> {
+    let mut out = Vec::with_capacity(frames as usize * 4);
+    for f in first..first + frames {
+        let v = LEVEL * (std::f64::consts::TAU * freq * f as f64 / 48000.0).sin();
+        let s = ((v * 32767.0) as i16).to_le_bytes();
+        out.extend_from_slice(&s);
+        out.extend_from_slice(&s);
+    }
+    out
+}
+
+/// A guest that connects to `socket` and plays `secs` of a `freq` Hz tone in
+/// periods of `period_frames`, keeping its 4-period buffer full as ALSA does, on a
+/// thread of its own. Returns the periods it got back.
+fn guest_plays(
+    socket: std::path::PathBuf,
+    period_frames: u32,
+    freq: f64,
+    secs: f64,
+) -> thread::JoinHandle<usize> {
+    thread::spawn(move || {
+        let mut g = FakeGuest::connect(&socket, TIMEOUT).expect("the guest connects");
+        let p = stereo_s16(period_frames);
+        let frames = u64::from(period_frames);
+        let periods = (secs * 48000.0 / frames as f64).ceil() as u64;
+        assert_eq!(g.set_pcm_params(0, &p).unwrap(), S_OK);
+        assert_eq!(g.prepare(0).unwrap(), S_OK);
+        let mut sent = 0;
+        while sent < periods.min(4) {
+            g.submit_tx(0, &sine(freq, sent * frames, frames)).unwrap();
+            sent += 1;
+        }
+        assert_eq!(g.start(0).unwrap(), S_OK);
+        let mut done = 0;
+        let deadline = Instant::now() + Duration::from_secs_f64(secs + 5.0);
+        while (done as u64) < periods && Instant::now() < deadline {
+            for c in g.wait_io(QUEUE_TX, Duration::from_millis(200)).unwrap() {
+                assert_eq!(c.status(), Some(S_OK));
+                done += 1;
+                if sent < periods {
+                    g.submit_tx(0, &sine(freq, sent * frames, frames)).unwrap();
+                    sent += 1;
+                }
+            }
+        }
+        assert_eq!(g.stop(0).unwrap(), S_OK);
+        assert_eq!(g.release(0).unwrap(), S_OK);
+        done
+    })
+}
+
+/// A playing pipeline whose bus errors, QoS and latency messages are collected.
+struct Watched {
+    pipeline: gst::Pipeline,
+    messages: Arc<Mutex<Vec<gst::Message>>>,
+}
+
+impl Watched {
+    fn launch(desc: &str) -> Watched {
+        init();
+        let pipeline = gst::parse::launch(desc)
+            .expect("pipeline description")
+            .downcast::<gst::Pipeline>()
+            .expect("a pipeline");
+        let messages = Arc::new(Mutex::new(Vec::new()));
+        let m = messages.clone();
+        let bin = pipeline.clone();
+        pipeline
+            .bus()
+            .expect("bus")
+            .set_sync_handler(move |_, msg| {
+                if let gst::MessageView::Latency(_) = msg.view() {
+                    // What an application's bus watch does (gst-launch-1.0's too), away
+                    // from the thread that posted it.
+                    let bin = bin.clone();
+                    thread::spawn(move || bin.recalculate_latency());
+                }
+                m.lock().unwrap().push(msg.clone());
+                gst::BusSyncReply::Drop
+            });
+        pipeline
+            .set_state(gst::State::Playing)
+            .expect("pipeline plays");
+        Watched { pipeline, messages }
+    }
+
+    fn count(&self, pred: impl Fn(&gst::MessageView) -> bool) -> usize {
+        self.messages
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|m| pred(&m.view()))
+            .count()
+    }
+
+    fn errors(&self) -> Vec<String> {
+        self.messages
+            .lock()
+            .unwrap()
+            .iter()
+            .filter_map(|m| match m.view() {
+                gst::MessageView::Error(e) => Some(format!("{} ({:?})", e.error(), e.debug())),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Buffers the sink named `name` dropped for lateness.
+    fn dropped(&self, name: &str) -> u64 {
+        let sink = self.pipeline.by_name(name).expect("the sink");
+        let stats = sink.property::<gst::Structure>("stats");
+        stats
+            .get::<u64>("dropped")
+            .expect("dropped in the sink's stats")
+    }
+
+    fn latency(&self) -> gst::ClockTime {
+        let mut q = gst::query::Latency::new();
+        assert!(self.pipeline.query(&mut q), "latency query answered");
+        q.result().1
+    }
+}
+
+impl Drop for Watched {
+    fn drop(&mut self) {
+        let _ = self.pipeline.set_state(gst::State::Null);
+    }
+}
+
+/// What reached an appsink that synchronises: the left channel of its stereo S16
+/// input, and how late the start of each buffer was against the clock, the
+/// pipeline's latency counted in (a real audio sink cannot play what comes late).
+#[derive(Default)]
+struct Arrivals {
+    left: Vec<f32>,
+    latest: Duration,
+    /// The first buffers that came more than 5 ms late: timestamp, lateness, GAP.
+    late: Vec<(gst::ClockTime, Duration, bool)>,
+}
+
+fn collect(w: &Watched) -> Arc<Mutex<Arrivals>> {
+    let arrivals = Arc::new(Mutex::new(Arrivals::default()));
+    let a = arrivals.clone();
+    let out = w.pipeline.by_name("out").expect("the sink");
+    let base_sink = out
+        .clone()
+        .downcast::<gst_base::BaseSink>()
+        .expect("a base sink");
+    let appsink = out.downcast::<gst_app::AppSink>().expect("an appsink");
+    appsink.set_callbacks(
+        gst_app::AppSinkCallbacks::builder()
+            .new_sample(move |sink| {
+                let sample = sink.pull_sample().map_err(|_| gst::FlowError::Eos)?;
+                let buf = sample.buffer().ok_or(gst::FlowError::Error)?;
+                let due = sink
+                    .base_time()
+                    .zip(buf.pts())
+                    .map(|(b, pts)| b + pts + base_sink.latency());
+                let now = sink.clock().map(|c| c.time());
+                let late = match (now, due) {
+                    (Some(now), Some(due)) => now.saturating_sub(due),
+                    _ => gst::ClockTime::ZERO,
+                };
+                let map = buf.map_readable().map_err(|_| gst::FlowError::Error)?;
+                let mut a = a.lock().unwrap();
+                a.latest = a.latest.max(Duration::from_nanos(late.nseconds()));
+                if late > gst::ClockTime::from_mseconds(5) && a.late.len() < 10 {
+                    let gap = buf.flags().contains(gst::BufferFlags::GAP);
+                    let pts = buf.pts().unwrap_or_default();
+                    a.late
+                        .push((pts, Duration::from_nanos(late.nseconds()), gap));
+                }
+                a.left.extend(
+                    map.chunks_exact(4)
+                        .map(|b| f32::from(i16::from_le_bytes([b[0], b[1]])) / 32768.0),
+                );
+                Ok(gst::FlowSuccess::Ok)
+            })
+            .build(),
+    );
+    arrivals
+}
+
+/// Lateness a loaded machine's scheduling may add; a latency planned for the wrong
+/// period makes buffers 50 to 115 ms late.
+const SCHEDULING: Duration = Duration::from_millis(15);
+
+/// Nothing was late, dropped or reported by QoS, and nothing failed.
+fn assert_on_time(w: &Watched, arrivals: &Arrivals, what: &str) {
+    assert!(
+        arrivals.latest <= SCHEDULING,
+        "{what}: a buffer reached the sink {:?} late: {:?}",
+        arrivals.latest,
+        arrivals.late
+    );
+    assert_eq!(w.dropped("out"), 0, "{what}: the sink dropped late buffers");
+    assert_eq!(
+        w.count(|m| matches!(m, gst::MessageView::Qos(_))),
+        0,
+        "{what}: QoS messages"
+    );
+    assert!(w.errors().is_empty(), "{what}: {:?}", w.errors());
+}
+
+#[test]
+fn a_syncing_sink_gets_every_buffer_on_time_whatever_the_guests_period() {
+    for (frames, freq) in PERIODS.iter().zip([500.0, 700.0, 1100.0]) {
+        let socket = socket_path(&format!("sync-{frames}"));
+        let w = Watched::launch(&format!(
+            "vhostsndsrc socket={} ! audio/x-raw,format=S16LE,rate=48000,channels=2 ! \
+             appsink name=out sync=true qos=true {MAX_LATENESS}",
+            socket.display()
+        ));
+        let arrivals = collect(&w);
+        let period = Duration::from_secs_f64(f64::from(*frames) / 48000.0);
+        let secs = 1.5;
+        assert!(guest_plays(socket, *frames, freq, secs).join().unwrap() > 0);
+        thread::sleep(period + Duration::from_millis(100));
+        let what = format!("{} ms periods", period.as_secs_f64() * 1000.0);
+        assert!(
+            w.latency() >= gst::ClockTime::from_nseconds(period.as_nanos() as u64),
+            "{what}: pipeline latency {} is below a period",
+            w.latency()
+        );
+        let arrivals = arrivals.lock().unwrap();
+        assert_on_time(&w, &arrivals, &what);
+        let (heard, gaps) = tone_gaps(&arrivals.left, freq);
+        assert!(gaps.is_empty(), "{what}: gaps at {gaps:?} s");
+        assert!(
+            (heard - secs).abs() < 0.1,
+            "{what}: heard {heard:.3} s of {secs} s"
+        );
+    }
+}
+
+/// Windows of 10 ms, every 5 ms, in which `freq` is weaker than a third of its
+/// level: gaps in that guest's audio. Only the stretch from the first to the last
+/// window that has the tone is looked at; returns that stretch's length in seconds
+/// with the gaps.
+fn tone_gaps(left: &[f32], freq: f64) -> (f64, Vec<f64>) {
+    let (win, hop) = (480, 240);
+    let full = LEVEL * LEVEL / 4.0;
+    let power: Vec<f64> = (0..left.len().saturating_sub(win) / hop)
+        .map(|i| analysis::goertzel_power(&left[i * hop..i * hop + win], 48000, freq))
+        .collect();
+    let heard: Vec<usize> = (0..power.len())
+        .filter(|&i| power[i] > full / 3.0)
+        .collect();
+    let (Some(&first), Some(&last)) = (heard.first(), heard.last()) else {
+        return (0.0, Vec::new());
+    };
+    let gaps = (first..=last)
+        .filter(|&i| power[i] <= full / 3.0)
+        .map(|i| (i * hop) as f64 / 48000.0)
+        .collect();
+    (((last - first) * hop + win) as f64 / 48000.0, gaps)
+}
+
+#[test]
+fn several_guests_mixed_into_one_syncing_sink_keep_their_audio() {
+    let sockets: Vec<_> = PERIODS
+        .iter()
+        .map(|f| socket_path(&format!("mix-{f}")))
+        .collect();
+    let sources: String = sockets
+        .iter()
+        .map(|s| format!("vhostsndsrc socket={} ! mix. ", s.display()))
+        .collect();
+    let w = Watched::launch(&format!(
+        "audiomixer name=mix ! audio/x-raw,format=S16LE,rate=48000,channels=2 ! \
+         appsink name=out sync=true qos=true {MAX_LATENESS} {sources}"
+    ));
+    let arrivals = collect(&w);
+    let freqs = [500.0, 700.0, 1100.0];
+    let secs = 2.0;
+    let guests: Vec<_> = sockets
+        .iter()
+        .zip(PERIODS)
+        .zip(freqs)
+        .map(|((s, frames), f)| guest_plays(s.clone(), frames, f, secs))
+        .collect();
+    for g in guests {
+        assert!(g.join().unwrap() > 0);
+    }
+    // The last periods leave the mixer after its latency.
+    thread::sleep(Duration::from_millis(400));
+    let arrivals = arrivals.lock().unwrap();
+    for (frames, f) in PERIODS.iter().zip(freqs) {
+        let (heard, gaps) = tone_gaps(&arrivals.left, f);
+        let what = format!("guest with {frames}-frame periods ({f} Hz)");
+        assert!(gaps.is_empty(), "{what}: gaps at {gaps:?} s");
+        assert!(
+            (heard - secs).abs() < 0.1,
+            "{what}: heard for {heard:.3} s of {secs} s"
+        );
+    }
+    assert_on_time(&w, &arrivals, "the mix");
+}
