@@ -6,17 +6,19 @@ use std::sync::Arc;
 use gst::prelude::*;
 
 use crate::audio;
-use vhost_user_sound::{self as device, Card, Device, DeviceEvent, Direction};
+use vhost_user_sound::{self as device, Card, Claim, Device, DeviceEvent, Direction};
 
 type Hook = Box<dyn Fn(&gst::Element, &DeviceEvent) + Send + Sync>;
 
 pub struct Attached {
-    device: Arc<Device>,
+    /// The element's direction of the card, which holds the device too.
+    claim: Claim,
     subscription: u64,
 }
 
 impl Attached {
-    /// Opens (or joins) the device on `socket`. Device events concerning `dir` are
+    /// Opens (or joins) the device on `socket` and claims `dir` of its card, which
+    /// fails if another element already serves it. Device events concerning `dir` are
     /// posted as element messages from `element`; `hook` sees every event too.
     pub fn new(
         element: &gst::Element,
@@ -37,8 +39,28 @@ impl Attached {
             };
             gst::error_msg!(kind, ("{}", e))
         })?;
+        // Two elements on one stream would each complete some of the guest's
+        // periods, and each hear (or feed) only part of its audio.
+        let claim = device.claim(dir).map_err(|e| {
+            let (factory, stream) = match dir {
+                Direction::Playback => ("vhostsndsrc", "playback"),
+                Direction::Capture => ("vhostsndsink", "capture"),
+            };
+            gst::error_msg!(
+                gst::ResourceError::Busy,
+                (
+                    "Socket {}: another {} in this process already serves the {} of \
+                     that sound card (one element per direction)",
+                    socket,
+                    factory,
+                    stream
+                ),
+                ["{}", e]
+            )
+        })?;
         let weak = element.downgrade();
-        let subscription = device.card().subscribe(Arc::new(move |ev: &DeviceEvent| {
+        let card = claim.device().card();
+        let subscription = card.subscribe(Arc::new(move |ev: &DeviceEvent| {
             let Some(element) = weak.upgrade() else {
                 return;
             };
@@ -51,18 +73,18 @@ impl Attached {
             }
         }));
         Ok(Attached {
-            device,
+            claim,
             subscription,
         })
     }
 
     pub fn card(&self) -> &Arc<Card> {
-        self.device.card()
+        self.claim.device().card()
     }
 }
 
 impl Drop for Attached {
     fn drop(&mut self) {
-        self.device.card().unsubscribe(self.subscription);
+        self.card().unsubscribe(self.subscription);
     }
 }

@@ -93,4 +93,4 @@ pub use card::{Card, DeviceEvent, Direction, Listener, Pacing, Playback, StreamS
 pub use clock::{MonotonicClock, PacerClock};
 pub use control::Topology;
 pub use pcm::{PcmRequest, PcmState};
-pub use registry::{Device, Error};
+pub use registry::{Claim, Device, Error};
