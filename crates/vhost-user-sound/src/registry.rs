@@ -91,7 +91,7 @@ impl Device {
     /// none yet. If the last handle of a device on `path` is being dropped meanwhile,
     /// this waits until that device has closed the socket, then creates a new one.
     pub fn acquire(path: &Path) -> Result<Arc<Device>, Error> {
-        let key = std::path::absolute(path).unwrap_or_else(|_| path.to_owned());
+        let key = registry_key(path);
         let (mut devices, live) = REGISTRY.live(REGISTRY.lock(), &key);
         if let Some(dev) = live {
             return Ok(dev);
@@ -110,7 +110,7 @@ impl Device {
         let key = listener
             .local_addr()
             .ok()
-            .and_then(|a| a.as_pathname().map(Path::to_owned))
+            .and_then(|a| a.as_pathname().map(registry_key))
             .unwrap_or_else(|| PathBuf::from(format!("fd:{}", listener.as_raw_fd())));
         let (mut devices, live) = REGISTRY.live(REGISTRY.lock(), &key);
         if live.is_some() {
@@ -279,5 +279,21 @@ impl Drop for Claim {
     fn drop(&mut self) {
         let mut claims = self.device.claims.lock().unwrap_or_else(|e| e.into_inner());
         *claims.of(self.direction) = false;
+    }
+}
+
+/// The name a socket is registered under: its directory's canonical path and its
+/// file name, so that every spelling of one socket (relative, with `..`, through a
+/// symbolic link) finds one device; `fd:N` (an unnamed inherited socket) as it is.
+fn registry_key(path: &Path) -> PathBuf {
+    if path.to_str().is_some_and(|p| p.starts_with("fd:")) {
+        return path.to_owned();
+    }
+    let absolute = std::path::absolute(path).unwrap_or_else(|_| path.to_owned());
+    match (absolute.parent(), absolute.file_name()) {
+        (Some(dir), Some(name)) => std::fs::canonicalize(dir)
+            .map(|d| d.join(name))
+            .unwrap_or(absolute),
+        _ => absolute,
     }
 }

@@ -359,3 +359,21 @@ fn one_claim_per_direction() {
     assert!(!path.exists(), "the last claim closes the device");
     let _ = std::fs::remove_dir_all(path.parent().unwrap());
 }
+
+/// The daemon's `--socket-fd`: the device registered from an inherited listener is
+/// the one its elements find by the socket's path, however that path was spelt.
+#[test]
+fn an_inherited_socket_is_found_by_its_path() {
+    let _q = quiet();
+    let path = sock_path("inherited");
+    // The same file, relative to the working directory (as a service manager
+    // started elsewhere may have bound it).
+    let cwd = std::env::current_dir().expect("working directory");
+    let up: std::path::PathBuf = cwd.components().skip(1).map(|_| "..").collect();
+    let spelt = up.join(path.strip_prefix("/").expect("absolute temp dir"));
+    let listener = std::os::unix::net::UnixListener::bind(&spelt).expect("bind");
+    let (dev, key) = Device::from_listener(listener).expect("device on the listener");
+    assert_eq!(key, path);
+    let found = Device::acquire(&path).expect("the elements' acquire");
+    assert!(Arc::ptr_eq(&dev, &found), "a second device for one socket");
+}
