@@ -1,9 +1,10 @@
 //! Test and benchmark support for gst-vhostsnd: a real Linux guest booted in QEMU
 //! against a vhost-user sound device ([`qemu`]), analysis of the audio that comes out
 //! ([`analysis`]), and the benchmark suite behind `cargo run --example bench`
-//! ([`bench`]).
+//! ([`bench`](mod@bench)).
 
 pub mod analysis;
+pub mod audio_server;
 pub mod bench;
 pub mod guest;
 pub mod qemu;
