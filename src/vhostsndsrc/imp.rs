@@ -350,6 +350,13 @@ impl ElementImpl for VhostSndSrc {
         let live = self.is_live();
         if transition == gst::StateChange::PausedToPlaying && live {
             if let Ok(card) = self.card() {
+                // The card stands by on the element's clock, in case the streaming
+                // thread stops ticking (see Card::take_playback).
+                let clock = self
+                    .obj()
+                    .clock()
+                    .map(|c| Arc::new(PipelineClock::new(c)) as Arc<dyn PacerClock>);
+                card.set_clock(Direction::Playback, clock);
                 card.set_pacing(Direction::Playback, Pacing::Element);
             }
         }
@@ -358,6 +365,7 @@ impl ElementImpl for VhostSndSrc {
             gst::StateChange::PlayingToPaused if live => {
                 if let Ok(card) = self.card() {
                     card.set_pacing(Direction::Playback, Pacing::Internal);
+                    card.set_clock(Direction::Playback, None);
                 }
             }
             gst::StateChange::ReadyToNull => {

@@ -171,3 +171,58 @@ fn running_streams_are_fed_without_kicks() {
     assert!(!g.event_idx());
     fed_without_kicks(&rig, &mut g);
 }
+
+/// vhostsndsrc completes playback on its own clock; when it stops ticking (its
+/// downstream blocks) the card's pacer keeps the guest's time after a grace of half
+/// the guest's buffer, one period per period, and the element's catching-up ticks
+/// get silence instead of bursting the backlog into the guest.
+#[test]
+fn a_stalled_element_is_covered_by_the_pacer() {
+    let (rig, mut g) = Rig::new("stand-by");
+    let card = rig.dev().card().clone();
+    card.set_pacing(Direction::Playback, vhost_user_sound::Pacing::Element);
+    setup(&mut g, PLAY);
+    let t: Vec<_> = (0..4).map(|i| tx(&mut g, i)).collect();
+    assert_eq!(g.start(PLAY).unwrap(), S_OK);
+    let start = rig.tl.now();
+
+    // The element ticks every period: it completes, the pacer only stands by.
+    let taken = |card: &vhost_user_sound::Card| {
+        matches!(card.take_playback(), vhost_user_sound::Playback::Data(..))
+    };
+    for (i, tok) in t.iter().take(2).enumerate() {
+        rig.tl.advance_to(start + (i as u64 + 1) * PERIOD_NS);
+        assert!(taken(&card), "the element's tick completes period {i}");
+        let c = take(&mut g, QUEUE_TX, 1);
+        assert_eq!(c[0].token, *tok);
+        let _ = tx(&mut g, 10 + i as u8);
+    }
+    // The 4-period buffer gives a grace of 2 periods of the element's clock after
+    // its last tick (the pacer looks again at least that often in real time): a
+    // period without one is nothing to act on.
+    let last_tick = start + 2 * PERIOD_NS;
+    rig.tl.advance_to(last_tick + PERIOD_NS);
+    std::thread::sleep(std::time::Duration::from_millis(60));
+    assert_quiet(&mut g, QUEUE_TX, "the element is within its grace");
+
+    // The element stalls: after the grace the pacer completes one period per period.
+    for (k, tok) in t.iter().enumerate().skip(2) {
+        rig.tl.advance_to(last_tick + k as u64 * PERIOD_NS);
+        let c = g.wait_io(QUEUE_TX, T).unwrap();
+        assert_eq!(c.len(), 1, "periods completed for the stalled element");
+        assert_eq!(c[0].token, *tok);
+        std::thread::sleep(std::time::Duration::from_millis(60));
+        assert_quiet(&mut g, QUEUE_TX, "one period per period");
+    }
+
+    // The element is back and catches up on its timeline at once: the two periods
+    // the pacer covered come back as silence, then it completes in step again.
+    assert!(!taken(&card), "a covered slot completed a period");
+    assert!(!taken(&card), "a covered slot completed a period");
+    assert_quiet(&mut g, QUEUE_TX, "the element caught up");
+    assert!(
+        taken(&card),
+        "the element's tick in step completes a period"
+    );
+    assert_eq!(take(&mut g, QUEUE_TX, 1).len(), 1);
+}

@@ -107,6 +107,7 @@ impl Card {
         let mut st = self.lock();
         for s in st.streams.iter_mut() {
             s.clock.interrupt();
+            s.standby.interrupt();
         }
         drop(st);
         self.notify();

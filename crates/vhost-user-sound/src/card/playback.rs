@@ -3,6 +3,8 @@
 
 use std::time::Duration;
 
+use log::info;
+
 use virtio_snd_wire::formats::PcmParams;
 
 use super::{Card, Direction};
@@ -19,9 +21,22 @@ pub enum Playback {
 impl Card {
     /// vhostsndsrc's period tick: completes the next guest period if the guest is
     /// playing and has one queued.
+    ///
+    /// After a stall downstream (the card's pacer kept the guest's time meanwhile, see
+    /// `pace`), the element's catching-up ticks get silence until its timeline is
+    /// back in step with the guest's: completing them too would burst a backlog
+    /// into the guest.
     pub fn take_playback(&self) -> Playback {
         let mut st = self.lock();
         let s = st.stream(Direction::Playback);
+        s.element_tick = Some(s.clock.now());
+        if s.covered > 0 {
+            s.covered -= 1;
+            if s.covered == 0 {
+                info!("playback stream: vhostsndsrc is in step with the guest again");
+            }
+            return Playback::Idle;
+        }
         let Some(params) = s.params.filter(|_| s.state == PcmState::Running) else {
             return Playback::Idle;
         };

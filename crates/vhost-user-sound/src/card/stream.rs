@@ -113,6 +113,14 @@ pub(super) struct Stream {
     pub(super) capture: CaptureFifo,
     /// Playback only: when a period was last completed.
     pub(super) last_completion: Option<Instant>,
+    /// Playback only, element-paced: when (on `clock`) the element last ticked.
+    pub(super) element_tick: Option<u64>,
+    /// What the pacer sleeps on while the element paces: real time, so that it does
+    /// not add waits to the element's clock (a test clock counts them).
+    pub(super) standby: Arc<MonotonicClock>,
+    /// Playback only: period slots the pacer completed while the element was stalled,
+    /// which the element's catching-up ticks give back as silence.
+    pub(super) covered: u64,
     /// Playback only: what the pipeline behind vhostsndsrc adds, told to the guest.
     pub(super) downstream_latency_ns: u64,
     pub(super) scratch: Vec<u8>,
@@ -133,6 +141,9 @@ impl Stream {
             periods: 0,
             capture: CaptureFifo::default(),
             last_completion: None,
+            element_tick: None,
+            standby: Arc::new(MonotonicClock::new()),
+            covered: 0,
             downstream_latency_ns: 0,
             scratch: Vec::new(),
         }
@@ -142,7 +153,10 @@ impl Stream {
         self.generation = self.generation.wrapping_add(1);
         self.origin = None;
         self.frames_done = 0;
+        self.element_tick = None;
+        self.covered = 0;
         self.clock.interrupt();
+        self.standby.interrupt();
     }
 
     pub(super) fn frame_bytes(&self) -> u32 {
