@@ -1,7 +1,8 @@
 //! The vhost-user side: vhost-user-backend calls in here from its threads.
 
 use std::io as stdio;
-use std::sync::Arc;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::sync::{Arc, Mutex};
 
 use log::{debug, warn};
 use vhost::vhost_user::message::{VhostUserProtocolFeatures, VhostUserVirtioFeatures};
@@ -26,11 +27,26 @@ const QUEUE_SIZE: usize = 64;
 #[derive(Clone)]
 pub struct SndBackend {
     card: Arc<Card>,
+    exit_fds: Arc<Mutex<Vec<OwnedFd>>>,
 }
 
 impl SndBackend {
     pub fn new(card: Arc<Card>) -> Self {
-        SndBackend { card }
+        SndBackend {
+            card,
+            exit_fds: Arc::default(),
+        }
+    }
+
+    /// Closes the exit eventfds handed to this connection's worker threads. To be
+    /// called once the daemon is dropped (its threads joined, its epoll closed):
+    /// vhost-user-backend registers the consumer's fd with `into_raw_fd` and never
+    /// closes it, which leaked one fd per connection.
+    pub fn close_exit_events(&self) {
+        self.exit_fds
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
     }
 
     fn serve_control(&self, vring: &VringRwLock) {
@@ -118,7 +134,17 @@ impl VhostUserBackend for SndBackend {
     fn exit_event(&self, _thread_index: usize) -> Option<(EventConsumer, EventNotifier)> {
         // Without an exit event, dropping the daemon after a disconnect would wait
         // forever for its worker thread.
-        new_event_consumer_and_notifier(EventFlag::NONBLOCK).ok()
+        let (consumer, notifier) =
+            new_event_consumer_and_notifier(EventFlag::NONBLOCK | EventFlag::CLOEXEC).ok()?;
+        // SAFETY: the worker takes the consumer apart with `into_raw_fd` and never
+        // closes that fd; it becomes ours to close once the worker is gone (see
+        // `close_exit_events`), and nothing else closes it.
+        let owned = unsafe { OwnedFd::from_raw_fd(consumer.as_raw_fd()) };
+        self.exit_fds
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(owned);
+        Some((consumer, notifier))
     }
 
     fn stop_vring(&self, queue_index: u32) -> stdio::Result<()> {

@@ -158,7 +158,7 @@ fn serve(mut listener: Listener, card: Arc<Card>, stop: &StopSignal) {
         // over from the previous guest.
         let backend = SndBackend::new(card.clone());
         let mem = GuestMemoryAtomic::new(GuestMemoryMmap::new());
-        let mut daemon = match VhostUserDaemon::new("vhostsnd".into(), backend, mem) {
+        let mut daemon = match VhostUserDaemon::new("vhostsnd".into(), backend.clone(), mem) {
             Ok(d) => d,
             Err(e) => {
                 warn!("cannot create the vhost-user daemon: {e}");
@@ -183,6 +183,7 @@ fn serve(mut listener: Listener, card: Arc<Card>, stop: &StopSignal) {
         // Joins the connection's worker thread first, so nothing of this connection
         // (its rings, its memory) can reach the card after it is reset.
         drop(daemon);
+        backend.close_exit_events();
         card.disconnected();
     }
 }
