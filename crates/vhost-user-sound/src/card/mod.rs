@@ -150,28 +150,25 @@ impl Card {
     /// The frontend is gone: its rings and memory with it, so queued I/O is forgotten
     /// rather than completed.
     pub(crate) fn disconnected(&self) {
-        let released = {
-            let mut st = self.lock();
+        self.reset_with(|st| {
             st.connected = false;
             st.vrings = None;
             st.mem = None;
-            st.stopped = [None; wire::NUM_QUEUES];
-            Direction::ALL
-                .iter()
-                .filter_map(|d| Self::reset_stream(st.stream(*d)))
-                .collect::<Vec<_>>()
-        };
-        self.notify();
-        for ev in released {
-            self.listeners.emit(ev);
-        }
+        });
         self.listeners.emit(DeviceEvent::Disconnected);
     }
 
     /// RESET_DEVICE: the guest driver went away, so the streams start over.
     pub(crate) fn reset(&self) {
+        self.reset_with(|_| {});
+    }
+
+    /// Resets both streams (and forgets stopped rings) after `also`, under one lock,
+    /// and tells the listeners which streams the guest lost.
+    fn reset_with(&self, also: impl FnOnce(&mut State)) {
         let released = {
             let mut st = self.lock();
+            also(&mut st);
             st.stopped = [None; wire::NUM_QUEUES];
             Direction::ALL
                 .iter()
