@@ -54,6 +54,9 @@ impl SndBackend {
             return;
         };
         let mem = atomic.memory();
+        if !self.card.control_usable(QUEUE_CONTROL, vring, &*mem) {
+            return;
+        }
         loop {
             loop {
                 let chain = vring.get_mut().get_queue_mut().pop_descriptor_chain(&*mem);
@@ -67,7 +70,8 @@ impl SndBackend {
             // With EVENT_IDX the guest kicks again only once asked to; a request
             // queued meanwhile is served now rather than never.
             match vring.enable_notification() {
-                Ok(true) => continue,
+                Ok(true) if self.card.control_usable(QUEUE_CONTROL, vring, &*mem) => continue,
+                Ok(true) => break,
                 Ok(false) => break,
                 Err(e) => {
                     debug!("control queue: cannot ask for kicks: {e}");

@@ -11,6 +11,7 @@
 //! and its cushion in `capture_fifo`), and the fan-out of [`DeviceEvent`]s in
 //! `events`.
 
+mod broken;
 mod capture;
 mod capture_fifo;
 mod events;
@@ -45,6 +46,8 @@ pub(crate) struct State {
     connected: bool,
     /// Per queue: where the ring stood when QEMU stopped it, until it runs again.
     stopped: [Option<pause::RingPlace>; wire::NUM_QUEUES],
+    /// Per queue: the guest broke its ring (see `broken`).
+    broken: [bool; wire::NUM_QUEUES],
     pub(crate) shutdown: bool,
     /// Threads in `wait_playback`: queuing playback I/O only notifies when there are
     /// any (a condvar notification is a system call even when nobody waits).
@@ -79,6 +82,7 @@ impl Card {
                 mem: None,
                 connected: false,
                 stopped: [None; wire::NUM_QUEUES],
+                broken: [false; wire::NUM_QUEUES],
                 shutdown: false,
                 data_waiters: 0,
             }),
@@ -163,13 +167,14 @@ impl Card {
         self.reset_with(|_| {});
     }
 
-    /// Resets both streams (and forgets stopped rings) after `also`, under one lock,
+    /// Resets both streams (and forgets stopped and broken rings) after `also`, under one lock,
     /// and tells the listeners which streams the guest lost.
     fn reset_with(&self, also: impl FnOnce(&mut State)) {
         let released = {
             let mut st = self.lock();
             also(&mut st);
             st.stopped = [None; wire::NUM_QUEUES];
+            st.broken = [false; wire::NUM_QUEUES];
             Direction::ALL
                 .iter()
                 .filter_map(|d| Self::reset_stream(st.stream(*d)))

@@ -98,6 +98,7 @@ impl Card {
                 Vec::new()
             } else {
                 info!("queue {queue} came back reset: the guest's driver started over");
+                st.broken[queue] = false;
                 streams_of(queue)
                     .iter()
                     .filter_map(|d| Self::reset_stream(st.stream(*d)))

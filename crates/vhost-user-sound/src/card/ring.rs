@@ -57,6 +57,9 @@ impl Card {
             return;
         };
         let mem = atomic.memory();
+        if !Self::queue_usable(st, dir.queue(), &vring, &*mem) {
+            return;
+        }
         // A guest that re-queues every refused chain at once could otherwise keep
         // this loop, and the card lock, forever; a real one never queues more than its
         // ring holds between two periods.
@@ -85,8 +88,11 @@ impl Card {
                 break;
             }
             match vring.enable_notification() {
-                // The guest queued more while kicks were being turned back on.
-                Ok(true) => continue,
+                // The guest queued more while kicks were being turned back on (or
+                // broke its ring meanwhile, which stops the queue rather than this
+                // loop).
+                Ok(true) if Self::queue_usable(st, dir.queue(), &vring, &*mem) => continue,
+                Ok(true) => break,
                 Ok(false) => break,
                 Err(e) => {
                     debug!("{} queue: cannot ask for kicks: {e}", dir.name());

@@ -397,3 +397,16 @@ pub fn assert_unused(used_len: u32, written: &[u8], what: &str) {
         "{what}: the device wrote into the chain"
     );
 }
+
+/// This process's CPU time so far (user and system).
+pub fn cpu_time() -> Duration {
+    // SAFETY: getrusage fills the struct we pass; a zeroed rusage is a valid value.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: `ru` is a valid, writable rusage for the call.
+    let r = unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) };
+    assert_eq!(r, 0, "getrusage");
+    let tv = |t: libc::timeval| {
+        Duration::from_secs(t.tv_sec as u64) + Duration::from_micros(t.tv_usec as u64)
+    };
+    tv(ru.ru_utime) + tv(ru.ru_stime)
+}

@@ -308,6 +308,14 @@ impl FakeGuest {
         self.ram.alloc(len).map(|b| b.addr)
     }
 
+    /// Writes `idx` as `queue`'s avail index in guest memory, as a broken or hostile
+    /// driver might; the frontend's own view of the ring stays as it was.
+    pub fn set_avail_idx(&mut self, queue: usize, idx: u16) -> io::Result<()> {
+        self.check_queue(queue)?;
+        let at = self.queues[queue].ring.avail_gpa + 2;
+        self.ram.write(at, &idx.to_le_bytes())
+    }
+
     pub fn write_ram(&mut self, gpa: u64, data: &[u8]) -> io::Result<()> {
         self.ram.write(gpa, data)
     }

@@ -1,0 +1,93 @@
+//! A guest that breaks its rings: avail indexes far ahead of the device on the tx and
+//! rx rings stop those queues, with one log line each, and nothing else. The control
+//! queue still answers at once, the device burns no CPU, the next connection is
+//! served, and a guest that starts over with new rings is served again.
+
+mod common;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use common::*;
+use virtio_snd_wire::*;
+
+/// Counts the log lines at WARNING or above, and errors, of the device and the
+/// libraries it calls.
+struct Counter {
+    warnings: AtomicUsize,
+    errors: AtomicUsize,
+}
+
+impl log::Log for Counter {
+    fn enabled(&self, m: &log::Metadata) -> bool {
+        m.level() <= log::Level::Warn
+    }
+
+    fn log(&self, r: &log::Record) {
+        match r.level() {
+            log::Level::Error => self.errors.fetch_add(1, Ordering::Relaxed),
+            log::Level::Warn => self.warnings.fetch_add(1, Ordering::Relaxed),
+            _ => 0,
+        };
+    }
+
+    fn flush(&self) {}
+}
+
+static LOG: Counter = Counter {
+    warnings: AtomicUsize::new(0),
+    errors: AtomicUsize::new(0),
+};
+
+#[test]
+fn broken_avail_indexes_stop_their_queue_and_nothing_else() {
+    log::set_logger(&LOG).expect("the only logger");
+    log::set_max_level(log::LevelFilter::Warn);
+    let (rig, mut g) = Rig::new("broken-rings");
+    setup(&mut g, PLAY);
+    setup(&mut g, CAP);
+    let _ = tx(&mut g, 1);
+    let _ = rx(&mut g);
+    assert_eq!(g.start(PLAY).unwrap(), S_OK);
+    assert_eq!(g.start(CAP).unwrap(), S_OK);
+
+    // Far ahead on tx, behind the device on rx; kicked, and their periods come due.
+    g.set_avail_idx(QUEUE_TX, 1000).unwrap();
+    g.set_avail_idx(QUEUE_RX, u16::MAX - 5).unwrap();
+    g.kick(QUEUE_TX).unwrap();
+    g.kick(QUEUE_RX).unwrap();
+    let cpu = cpu_time();
+    for _ in 0..3 {
+        rig.tl.step(&[PLAY, CAP]);
+    }
+    std::thread::sleep(Duration::from_secs(1));
+    let spent = cpu_time() - cpu;
+    assert!(
+        spent < Duration::from_millis(100),
+        "{spent:?} of CPU in a second with broken rings"
+    );
+
+    // The control queue answers at once.
+    for _ in 0..10 {
+        let t = Instant::now();
+        let (st, infos) = g.pcm_info(0, 2).unwrap();
+        assert_eq!((st, infos.len()), (S_OK, 2));
+        assert!(t.elapsed() < Duration::from_millis(100), "PCM_INFO took {:?}", t.elapsed());
+    }
+    let warnings = LOG.warnings.load(Ordering::Relaxed);
+    assert_eq!(warnings, 2, "one line per broken queue, not {warnings}");
+    assert_eq!(LOG.errors.load(Ordering::Relaxed), 0, "errors logged");
+
+    // A driver that starts over (the guest reset the device) is served again.
+    g.pause().unwrap();
+    g.restart_driver().unwrap();
+    play_sequence(&mut g, &rig.tl);
+
+    // And so is the next connection.
+    g.set_avail_idx(QUEUE_TX, 500).unwrap();
+    g.kick(QUEUE_TX).unwrap();
+    g.disconnect();
+    let mut g = connect(&rig.path);
+    g.probe().expect("probe of the next connection");
+    play_sequence(&mut g, &rig.tl);
+}
