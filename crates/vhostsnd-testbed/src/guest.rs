@@ -179,3 +179,162 @@ pub fn check_recording(
 
 /// arecord on the card's PCM device: 2 s at 48 kHz S16 into a WAV.
 pub const RECORD: &str = "arecord -q -D hw:0,0 -r 48000 -f S16_LE -d 2 -t wav";
+
+/// Every stretch of tone in a mono signal, in order: the runs of 10 ms blocks whose
+/// RMS exceeds `threshold_rms`, each refined to its first and last sample whose
+/// magnitude exceeds it (as [`analysis::detect_tone`] does for the signal as a
+/// whole). Silence of a block or more (a pause, a long dropout) separates two
+/// segments; shorter dropouts inside one are for [`analysis::find_dropouts`].
+pub fn tone_segments(samples: &[f32], rate: u32, threshold_rms: f32) -> Vec<analysis::Segment> {
+    let block = (rate as usize / 100).max(1);
+    let loud: Vec<bool> = samples
+        .chunks(block)
+        .map(|b| analysis::rms(b) > threshold_rms)
+        .collect();
+    let mut out = Vec::new();
+    let mut b = 0;
+    while b < loud.len() {
+        if !loud[b] {
+            b += 1;
+            continue;
+        }
+        let first = b;
+        while b < loud.len() && loud[b] {
+            b += 1;
+        }
+        let (from, to) = (first * block, (b * block).min(samples.len()));
+        let run = &samples[from..to];
+        let start = run.iter().position(|s| s.abs() > threshold_rms);
+        let end = run.iter().rposition(|s| s.abs() > threshold_rms);
+        out.push(analysis::Segment {
+            start: from + start.unwrap_or(0),
+            end: end.map_or(to, |e| from + e + 1),
+        });
+    }
+    out
+}
+
+/// Where a steady tone of about `freq` Hz is not one continuous sine inside `seg`:
+/// the stretches (merged when at most two blocks apart) of blocks of whole cycles
+/// (about 10 ms) whose amplitude is more than 5 % off the median, or across which
+/// the tone's phase jumps by more than 0.02 rad beyond its steady drift (each
+/// block's phase is compared with the block two before it, so a jump inside a block
+/// is seen in full). Lost or repeated audio shows here unless it is a whole number
+/// of the tone's cycles, to within 0.02 rad; a clean tone gives no region.
+pub fn tone_discontinuities(
+    x: &[f32],
+    rate: u32,
+    freq: f64,
+    seg: analysis::Segment,
+) -> Vec<analysis::Segment> {
+    use std::f64::consts::{PI, TAU};
+    let cycles = (freq / 100.0).round().max(1.0);
+    let n = ((cycles * f64::from(rate) / freq).round() as usize).max(8);
+    let w = TAU * freq / f64::from(rate);
+    let end = seg.end.min(x.len());
+    let starts: Vec<usize> = (seg.start..end.saturating_sub(n - 1)).step_by(n).collect();
+    let (amp, phase): (Vec<f64>, Vec<f64>) = starts
+        .iter()
+        .map(|&s| {
+            let (mut i, mut q) = (0.0, 0.0);
+            for (k, &v) in x[s..s + n].iter().enumerate() {
+                let t = w * (s + k) as f64;
+                i += f64::from(v) * t.cos();
+                q += f64::from(v) * t.sin();
+            }
+            (2.0 * i.hypot(q) / n as f64, i.atan2(q))
+        })
+        .unzip();
+    let wrap = |a: f64| (a + PI).rem_euclid(TAU) - PI;
+    let median = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v.get(v.len() / 2).copied().unwrap_or(0.0)
+    };
+    let amp_median = median(amp.clone());
+    // The tone's frequency is not exactly `freq`: its phase drifts steadily.
+    let drift = median(phase.windows(2).map(|p| wrap(p[1] - p[0])).collect());
+    let bad: Vec<bool> = (0..starts.len())
+        .map(|b| {
+            let level = (amp[b] - amp_median).abs() > 0.05 * amp_median;
+            let jump = b >= 1
+                && b + 1 < starts.len()
+                && wrap(phase[b + 1] - phase[b - 1] - 2.0 * drift).abs() > 0.02;
+            level || jump
+        })
+        .collect();
+    let mut out: Vec<analysis::Segment> = Vec::new();
+    for (b, &s) in starts.iter().enumerate() {
+        if !bad[b] {
+            continue;
+        }
+        match out.last_mut() {
+            Some(r) if s <= r.end + 2 * n => r.end = s + n,
+            _ => out.push(analysis::Segment {
+                start: s,
+                end: s + n,
+            }),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::analysis::{sine, Segment};
+
+    const RATE: u32 = 48000;
+
+    fn whole(x: &[f32]) -> Segment {
+        Segment {
+            start: 0,
+            end: x.len(),
+        }
+    }
+
+    #[test]
+    fn tone_segments_are_found_in_order() {
+        let mut x = vec![0.0f32; 4800];
+        x.extend(sine(440.0, RATE, 1, 48000, 0.5));
+        x.extend(vec![0.0f32; 96000]);
+        x.extend(sine(440.0, RATE, 1, 24000, 0.5));
+        x.extend(vec![0.0f32; 480]);
+        let segs = tone_segments(&x, RATE, 0.05);
+        assert_eq!(segs.len(), 2, "{segs:?}");
+        assert!(segs[0].start.abs_diff(4800) <= 10, "{segs:?}");
+        assert!(segs[0].end.abs_diff(4800 + 48000) <= 10, "{segs:?}");
+        assert!(
+            segs[1].start.abs_diff(4800 + 48000 + 96000) <= 10,
+            "{segs:?}"
+        );
+        assert!(segs[1].end.abs_diff(x.len() - 480) <= 10, "{segs:?}");
+        assert!(tone_segments(&vec![0.0; 48000], RATE, 0.05).is_empty());
+    }
+
+    #[test]
+    fn a_clean_tone_is_continuous() {
+        for f in [1000.0, 1000.3, 997.0] {
+            let x = sine(f, RATE, 1, 5 * 48000, 0.5);
+            let r = tone_discontinuities(&x, RATE, 1000.0, whole(&x));
+            assert!(r.is_empty(), "{f} Hz: {r:?}");
+        }
+    }
+
+    #[test]
+    fn a_phase_jump_or_a_gap_is_one_region() {
+        for (at, jump) in [(100_000usize, 1.0f64), (100_240, 0.05), (123_457, -3.0)] {
+            let mut x = sine(1000.0, RATE, 1, at, 0.5);
+            let w = std::f64::consts::TAU * 1000.0 / f64::from(RATE);
+            x.extend((at..240_000).map(|i| (0.5 * (w * i as f64 + jump).sin()) as f32));
+            let r = tone_discontinuities(&x, RATE, 1000.0, whole(&x));
+            assert_eq!(r.len(), 1, "jump {jump} at {at}: {r:?}");
+            assert!(r[0].start <= at && at < r[0].end, "jump at {at}: {r:?}");
+            assert!(r[0].len() <= 3 * 480, "{r:?}");
+        }
+        let mut x = sine(1000.0, RATE, 1, 240_000, 0.5);
+        x[150_000..150_100].fill(0.0);
+        let r = tone_discontinuities(&x, RATE, 1000.0, whole(&x));
+        assert_eq!(r.len(), 1, "{r:?}");
+        assert!(r[0].start <= 150_000 && 150_100 <= r[0].end, "{r:?}");
+    }
+}

@@ -56,6 +56,13 @@
 //! error. With [`GuestOpts::builtin_sound`] the guest gets QEMU's own
 //! `virtio-sound-pci` with an `-audiodev` backend instead (the benchmark's reference).
 //!
+//! # The monitor
+//! With [`GuestOpts::monitor`] QEMU gets a human monitor (HMP) on a Unix socket in the
+//! temporary directory (`-monitor unix:PATH,server=on,wait=off`), and
+//! [`GuestRun::monitor`] sends it one command (`stop`, `cont`, `info status`, ...)
+//! and returns the reply, e.g. to pause the VM while the guest plays. Without it the
+//! run has no monitor (`-monitor none`).
+//!
 //! # Host CPU
 //! [`GuestRun::qemu_cpu`] reads QEMU's CPU time so far (`/proc/PID/stat`); sampled
 //! right after [`GuestRun::wait_for`] returns on a marker the script prints, it
@@ -65,6 +72,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::fs;
 use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -78,6 +86,10 @@ pub const QEMU: &str = "qemu-system-x86_64";
 /// line is < 300 bytes of the 2047 allowed); longer scripts go in an appended cpio.
 pub const MAX_CMDLINE_SCRIPT: usize = 1500;
 const CONSOLE_TAIL_LINES: usize = 60;
+/// How long [`GuestRun::monitor`] waits for the socket, the banner and the reply.
+pub const MONITOR_TIMEOUT: Duration = Duration::from_secs(20);
+/// The HMP prompt, which QEMU prints after its banner and after every reply.
+const MONITOR_PROMPT: &str = "(qemu) ";
 
 /// Runs `scripts/build-guest-image.sh` (once per process) and returns the directory
 /// holding `vmlinuz` and `initramfs.cpio.gz`. Also checks that QEMU exists and has
@@ -243,6 +255,8 @@ pub struct GuestOpts {
     pub kernel_args: Vec<String>,
     /// Extra QEMU arguments.
     pub qemu_args: Vec<String>,
+    /// Give QEMU a human monitor on a Unix socket, for [`GuestRun::monitor`].
+    pub monitor: bool,
 }
 
 impl GuestOpts {
@@ -258,7 +272,14 @@ impl GuestOpts {
             memory_mib: 256,
             kernel_args: Vec::new(),
             qemu_args: Vec::new(),
+            monitor: false,
         }
+    }
+
+    /// A QEMU monitor the test can send commands to ([`GuestRun::monitor`]).
+    pub fn monitor(mut self) -> Self {
+        self.monitor = true;
+        self
     }
 
     /// A `vhost-user-snd-pci` device served on `path`.
@@ -339,6 +360,8 @@ pub struct GuestRun {
     deadline: Instant,
     accel: Accel,
     initrd_tmp: Option<PathBuf>,
+    /// The HMP monitor's Unix socket, with [`GuestOpts::monitor`].
+    monitor: Option<PathBuf>,
 }
 
 /// Kills the QEMU of a [`GuestRun`] with SIGKILL from any thread.
@@ -406,6 +429,7 @@ impl GuestRun {
             }
         }
 
+        let monitor = opts.monitor.then(|| temp_path("vsnd-monitor", "sock"));
         let mem = format!("{}M", opts.memory_mib);
         let mut cmd = Command::new(QEMU);
         cmd.args(accel.qemu_args())
@@ -413,7 +437,11 @@ impl GuestRun {
             .arg(format!("memory-backend-memfd,id=mem,size={mem},share=on"))
             .args(["-m", &mem, "-smp", "1"])
             .args(["-nodefaults", "-display", "none", "-no-reboot"])
-            .args(["-serial", "stdio", "-monitor", "none"]);
+            .args(["-serial", "stdio", "-monitor"]);
+        match &monitor {
+            Some(path) => cmd.arg(format!("unix:{},server=on,wait=off", path.display())),
+            None => cmd.arg("none"),
+        };
         match &opts.sound {
             Sound::None => {}
             Sound::VhostUser(sock) => {
@@ -473,6 +501,7 @@ impl GuestRun {
             deadline: started + opts.timeout,
             accel,
             initrd_tmp,
+            monitor,
         })
     }
 
@@ -512,6 +541,56 @@ impl GuestRun {
             .write_all(format!("{line}\n").as_bytes())
             .and_then(|_| stdin.flush())
             .map_err(|e| format!("cannot write to the guest console: {e}"))
+    }
+
+    /// Sends one command to QEMU's human monitor ([`GuestOpts::monitor`]), e.g. `stop`,
+    /// `cont` or `info status`, and returns its reply without the echo and the prompt
+    /// (`""` for `stop` and `cont`, `"VM status: paused"` for `info status`). Each
+    /// call connects afresh: QEMU greets with a banner and the `(qemu) ` prompt,
+    /// echoes the command (with terminal escapes), runs it and prints the reply and
+    /// the prompt again, so the command is done when this returns (`stop` returns
+    /// once the vCPUs and devices are stopped, `cont` once they run again). Fails when
+    /// the run has no monitor, QEMU has exited, or the socket, banner or reply take
+    /// longer than [`MONITOR_TIMEOUT`].
+    pub fn monitor(&self, cmd: &str) -> Result<String, String> {
+        let path = self
+            .monitor
+            .as_ref()
+            .ok_or("this run has no monitor (GuestOpts::monitor)")?;
+        let cmd = cmd.trim();
+        if cmd.is_empty() || cmd.contains('\n') {
+            return Err(format!("monitor command {cmd:?} is not one line"));
+        }
+        let until = Instant::now() + MONITOR_TIMEOUT;
+        let mut sock = loop {
+            match UnixStream::connect(path) {
+                Ok(s) => break s,
+                Err(e) => {
+                    let exited = self
+                        .child
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .try_wait()
+                        .is_ok_and(|s| s.is_some());
+                    if exited || Instant::now() >= until {
+                        return Err(format!(
+                            "cannot connect to the QEMU monitor {}: {e}",
+                            path.display()
+                        ));
+                    }
+                    thread::sleep(Duration::from_millis(20));
+                }
+            }
+        };
+        let mut got = Vec::new();
+        read_to_prompt(&mut sock, &mut got, until)
+            .map_err(|e| format!("QEMU monitor banner: {e}"))?;
+        got.clear();
+        sock.write_all(format!("{cmd}\n").as_bytes())
+            .map_err(|e| format!("cannot send {cmd:?} to the QEMU monitor: {e}"))?;
+        read_to_prompt(&mut sock, &mut got, until)
+            .map_err(|e| format!("QEMU monitor, {cmd:?}: {e}"))?;
+        Ok(monitor_reply(&got))
     }
 
     /// Waits until a console line contains `marker`. Fails on timeout (the shorter of
@@ -619,7 +698,7 @@ impl Drop for GuestRun {
         let _ = self.kill();
         let mut child = self.child.lock().unwrap_or_else(|p| p.into_inner());
         let _ = child.wait();
-        if let Some(t) = &self.initrd_tmp {
+        for t in [&self.initrd_tmp, &self.monitor].into_iter().flatten() {
             let _ = fs::remove_file(t);
         }
     }
@@ -705,6 +784,66 @@ fn describe(console: &str, stderr: &[u8]) -> String {
     s
 }
 
+/// Reads the monitor into `got` until what came is a line (the banner, or the echo
+/// of a command and its reply) followed by the `(qemu) ` prompt.
+fn read_to_prompt(sock: &mut UnixStream, got: &mut Vec<u8>, until: Instant) -> Result<(), String> {
+    let mut buf = [0u8; 4096];
+    loop {
+        let text = strip_escapes(&clean(got));
+        if text.contains('\n') && text.ends_with(MONITOR_PROMPT) {
+            return Ok(());
+        }
+        let left = until.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(format!(
+                "no prompt within {MONITOR_TIMEOUT:?}, got {text:?}"
+            ));
+        }
+        sock.set_read_timeout(Some(left))
+            .map_err(|e| format!("cannot set a timeout: {e}"))?;
+        match sock.read(&mut buf) {
+            Ok(0) => return Err(format!("QEMU closed the monitor, got {text:?}")),
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
+            Err(e) => return Err(format!("{e}, got {text:?}")),
+        }
+    }
+}
+
+/// Removes the terminal escapes (`ESC [ ... letter`) QEMU's line editor echoes.
+fn strip_escapes(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c != '\u{1b}' {
+            out.push(c);
+            continue;
+        }
+        if chars.next() == Some('[') {
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() || c == '~' {
+                    break;
+                }
+            }
+        }
+    }
+    out
+}
+
+/// The reply in what the monitor printed after a command: without the echoed first
+/// line and the final prompt.
+fn monitor_reply(raw: &[u8]) -> String {
+    let text = strip_escapes(&clean(raw));
+    let text = text.strip_suffix(MONITOR_PROMPT).unwrap_or(&text);
+    let reply = text.split_once('\n').map_or("", |(_, rest)| rest);
+    reply.trim_end().to_string()
+}
+
 /// The exit code from the last `VSND-RC=<n>` console line.
 pub fn parse_rc(console: &str) -> Option<i32> {
     console
@@ -776,18 +915,23 @@ fn overlay_initrd(base: &Path, opts: &GuestOpts) -> Result<PathBuf, String> {
         cpio.file(&format!("vsnd/in/{name}"), contents, 0o644);
     }
     data.extend_from_slice(&cpio.finish());
+    let path = temp_path("vsnd-initrd", "img");
+    fs::write(&path, &data).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    Ok(path)
+}
+
+/// A fresh path in the temporary directory: `<prefix>-<pid>-<n>-<nanos>.<ext>`.
+fn temp_path(prefix: &str, ext: &str) -> PathBuf {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let nanos = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.subsec_nanos())
         .unwrap_or(0);
-    let path = std::env::temp_dir().join(format!(
-        "vsnd-initrd-{}-{}-{nanos}.img",
+    std::env::temp_dir().join(format!(
+        "{prefix}-{}-{}-{nanos}.{ext}",
         std::process::id(),
         COUNTER.fetch_add(1, Ordering::Relaxed)
-    ));
-    fs::write(&path, &data).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
-    Ok(path)
+    ))
 }
 
 /// Minimal writer for the "newc" cpio format the kernel's initramfs unpacker reads.
@@ -915,5 +1059,16 @@ mod tests {
         assert_eq!(files["a.txt"], b"hi\n");
         assert!(parse_files("VSND-FILE-BEGIN a 3\naGkK\n").is_err());
         assert!(parse_files("VSND-FILE-BEGIN a 4\naGkK\nVSND-FILE-END a\n").is_err());
+    }
+
+    #[test]
+    fn monitor_reply_parsing() {
+        // What QEMU 10.0's HMP printed after `info status` and `stop`.
+        let raw =
+            b"i\x1b[K\x1b[Din\x1b[K\x1b[D\x1b[Dinfo status\x1b[K\r\nVM status: paused\r\n(qemu) ";
+        assert_eq!(monitor_reply(raw), "VM status: paused");
+        assert_eq!(monitor_reply(b"s\x1b[K\x1b[Dstop\x1b[K\r\n(qemu) "), "");
+        let banner = "QEMU 10.0.2 monitor - type 'help' for more information\r\n(qemu) ";
+        assert!(strip_escapes(&clean(banner.as_bytes())).ends_with(MONITOR_PROMPT));
     }
 }
