@@ -72,7 +72,11 @@ fn broken_avail_indexes_stop_their_queue_and_nothing_else() {
         let t = Instant::now();
         let (st, infos) = g.pcm_info(0, 2).unwrap();
         assert_eq!((st, infos.len()), (S_OK, 2));
-        assert!(t.elapsed() < Duration::from_millis(100), "PCM_INFO took {:?}", t.elapsed());
+        assert!(
+            t.elapsed() < Duration::from_millis(100),
+            "PCM_INFO took {:?}",
+            t.elapsed()
+        );
     }
     let warnings = LOG.warnings.load(Ordering::Relaxed);
     assert_eq!(warnings, 2, "one line per broken queue, not {warnings}");

@@ -88,7 +88,6 @@ fn shutdown_mid_stream_then_reconnect() {
     alive(&mut g);
 }
 
-
 #[test]
 fn event_queue_does_not_spin() {
     // Alone in the process while measuring.
