@@ -5,11 +5,11 @@
 //! most), so control requests are answered within microseconds whatever the pipeline
 //! is doing; GStreamer is never called with the lock held.
 //!
-//! Where each part lives: the rings and the guest's notifications in [`ring`](self),
-//! the completion of one period in `period`, the card's own pacer in `pacer`, what
-//! the elements call per buffer in `playback` and `capture` (with the capture queue
-//! and its cushion in `capture_fifo`), and the fan-out of [`DeviceEvent`]s in
-//! `events`.
+//! Where each part lives: the rings and the guest's notifications in `ring`, the
+//! completion of one period in `period`, the card's own pacer in `pacer`, rings QEMU
+//! stops and starts in `pause`, rings the guest broke in `broken`, what the elements
+//! call per buffer in `playback` and `capture` (with the capture queue and its
+//! cushion in `capture_fifo`), and the fan-out of [`DeviceEvent`]s in `events`.
 
 mod broken;
 mod capture;
