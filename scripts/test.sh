@@ -9,4 +9,8 @@ bash scripts/install-deps.sh
 bash scripts/build-guest-image.sh >/dev/null
 
 cargo build --release --workspace --all-targets
-cargo test --release --workspace -- --test-threads="${VHOSTSND_TEST_THREADS:-2}"
+# Every test binary prints its own result; the last line adds them up.
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+cargo test --release --workspace -- --test-threads="${VHOSTSND_TEST_THREADS:-2}" 2>&1 | tee "$log"
+awk '/^test result:/ { p += $4; f += $6 } END { printf "%d passed, %d failed\n", p, f }' "$log"
