@@ -61,7 +61,13 @@
 //!   ahead while idle and then sleeps: its monitor delivers nothing for up to 2 s
 //!   after a stream starts playing into it (start-up took 2.1 s instead of 0.1 s,
 //!   and a monitor recording saw the tone 0.5 s late). `norewinds=1` makes it run
-//!   in real time, as PipeWire's null sinks do.
+//!   in real time, as PipeWire's null sinks do. [`Options::sink_rewinds`] leaves
+//!   [`SINK`] as PulseAudio makes it by default, to meet a client with what a
+//!   user's desktop does.
+//! - A monitor's recording latency bounds how far ahead PulseAudio renders the
+//!   sink: recorded in 10 ms fragments, even a rewinding sink runs near real time,
+//!   and a client's trouble with render-ahead (vhostsndsrc's stream blocking ~1.7 s
+//!   on a format change) does not show; recorded with 2 s it does.
 //! - A recording starts some milliseconds after [`AudioServer::start_recording`]
 //!   returns (PipeWire's first few milliseconds are silence): wait with
 //!   [`Recording::wait_frames`], and find tones by analysis, not by position.
@@ -218,6 +224,16 @@ pub struct Options {
     pub tone_amplitude: f32,
     /// How long start-up may take before it fails (CI machines can be slow).
     pub ready_timeout: Duration,
+    /// PulseAudio only: create [`SINK`] with rewinds on, as `module-null-sink`
+    /// and a desktop's sinks have them by default, instead of with `norewinds=1`.
+    /// Such a sink renders up to 2 s ahead of real time and rewrites that when a
+    /// stream joins or changes (see the pitfalls in the [module docs](self)): what
+    /// a user's desktop does to a client, which a real-time sink hides. Its
+    /// monitor then delivers in bursts, so recordings of it start late; record it
+    /// with [`AudioServer::start_recording_with_latency`] of 2 s, as a 10 ms
+    /// recording holds the sink near real time again. [`SOURCE`] stays real time
+    /// either way, as a microphone is. No effect on PipeWire.
+    pub sink_rewinds: bool,
 }
 
 impl Default for Options {
@@ -226,6 +242,7 @@ impl Default for Options {
             tone_hz: 440.0,
             tone_amplitude: 0.5,
             ready_timeout: Duration::from_secs(30),
+            sink_rewinds: false,
         }
     }
 }
@@ -420,6 +437,22 @@ impl AudioServer {
     /// The first audio arrives some tens of milliseconds later: wait for it with
     /// [`Recording::wait_frames`] when the start matters.
     pub fn start_recording_from(&self, source: &str) -> Result<Recording, String> {
+        // Small fragments: what parecord holds is lost when it is stopped.
+        self.start_recording_with_latency(source, Duration::from_millis(10))
+    }
+
+    /// [`AudioServer::start_recording_from`] with `parecord --latency-msec` of
+    /// `latency` instead of 10 ms. A monitor's recording latency bounds how far
+    /// ahead PulseAudio renders its sink: 10 ms keeps even a sink with
+    /// [`Options::sink_rewinds`] near real time, which hides what such a sink does
+    /// to its clients; 2 s leaves it free, as on a desktop where nobody records
+    /// the monitor. The audio then arrives in bursts of up to `latency`, and what
+    /// `parecord` holds when stopped is lost: wait for the frames wanted first.
+    pub fn start_recording_with_latency(
+        &self,
+        source: &str,
+        latency: Duration,
+    ) -> Result<Recording, String> {
         static N: AtomicU64 = AtomicU64::new(0);
         let n = N.fetch_add(1, Ordering::Relaxed);
         let log = self.dir.join(format!("parecord-{n}.log"));
@@ -427,8 +460,7 @@ impl AudioServer {
             fs::File::create(&log).map_err(|e| format!("cannot create {}: {e}", log.display()))?;
         let mut cmd = self.tool("parecord");
         cmd.args(stream_args())
-            // Small fragments: what parecord holds is lost when it is stopped.
-            .arg("--latency-msec=10")
+            .arg(format!("--latency-msec={}", latency.as_millis().max(1)))
             .arg(format!("--client-name=vsnd-record-{n}"))
             .arg("-d")
             .arg(source)
@@ -584,7 +616,7 @@ impl AudioServer {
                 "format=s16le".into(),
                 format!("sink_properties=device.description={name}"),
             ];
-            if self.kind == Kind::PulseAudio {
+            if self.kind == Kind::PulseAudio && !(name == SINK && self.opts.sink_rewinds) {
                 // With rewinds, an idle null sink renders ~2 s ahead and then sleeps:
                 // its monitor stays silent (no data at all) for up to 2 s after a
                 // stream starts. Without them it runs in real time, like PipeWire's.
