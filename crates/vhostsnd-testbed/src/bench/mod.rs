@@ -1,6 +1,6 @@
 //! The benchmark suite behind `cargo run --release --example bench`: each point is a
-//! module that runs one measurement and returns a table. `tests/bench_quick.rs`
-//! includes this module to run the quick mode in CI.
+//! module that runs one measurement and returns a table. This crate's
+//! `tests/bench_quick.rs` runs the quick mode in CI.
 
 pub mod latency;
 pub mod offline;
