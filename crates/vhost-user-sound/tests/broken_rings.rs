@@ -44,12 +44,7 @@ fn broken_avail_indexes_stop_their_queue_and_nothing_else() {
     log::set_logger(&LOG).expect("the only logger");
     log::set_max_level(log::LevelFilter::Warn);
     let (rig, mut g) = Rig::new("broken-rings");
-    setup(&mut g, PLAY);
-    setup(&mut g, CAP);
-    let _ = tx(&mut g, 1);
-    let _ = rx(&mut g);
-    assert_eq!(g.start(PLAY).unwrap(), S_OK);
-    assert_eq!(g.start(CAP).unwrap(), S_OK);
+    start_both(&mut g);
 
     // Far ahead on tx, behind the device on rx; kicked, and their periods come due.
     g.set_avail_idx(QUEUE_TX, 1000).unwrap();

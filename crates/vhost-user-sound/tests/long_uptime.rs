@@ -45,12 +45,7 @@ fn a_thousand_reconnects_leave_fds_threads_and_memory_flat() {
             0 => {}
             // Stream, and disconnect with I/O in flight.
             1 => {
-                setup(&mut g, PLAY);
-                setup(&mut g, CAP);
-                let _ = tx(&mut g, 1);
-                let _ = rx(&mut g);
-                assert_eq!(g.start(PLAY).unwrap(), S_OK);
-                assert_eq!(g.start(CAP).unwrap(), S_OK);
+                start_both(&mut g);
             }
             // Disconnect in the middle of a request the device has not answered.
             _ => {

@@ -117,12 +117,7 @@ fn released(events: &Mutex<Vec<DeviceEvent>>) -> Vec<Direction> {
 fn a_new_driver_after_a_pause_starts_the_streams_over() {
     let (rig, mut g) = Rig::new("pause-new-driver");
     let events = record_events(&rig);
-    setup(&mut g, PLAY);
-    setup(&mut g, CAP);
-    let _ = tx(&mut g, 1);
-    let _ = rx(&mut g);
-    assert_eq!(g.start(PLAY).unwrap(), S_OK);
-    assert_eq!(g.start(CAP).unwrap(), S_OK);
+    start_both(&mut g);
 
     g.pause().unwrap();
     // The guest rebooted: its new driver has fresh rings and knows no streams.

@@ -246,6 +246,16 @@ pub fn setup(g: &mut FakeGuest, stream: u32) {
     assert_eq!(g.prepare(stream).unwrap(), S_OK, "PREPARE {stream}");
 }
 
+/// Both streams set up and started, with one period queued on each.
+pub fn start_both(g: &mut FakeGuest) {
+    setup(g, PLAY);
+    setup(g, CAP);
+    let _ = tx(g, 1);
+    let _ = rx(g);
+    assert_eq!(g.start(PLAY).unwrap(), S_OK);
+    assert_eq!(g.start(CAP).unwrap(), S_OK);
+}
+
 pub fn period_of(seed: u8) -> Vec<u8> {
     (0..PERIOD)
         .map(|i| (i as u8).wrapping_mul(31) ^ seed)
