@@ -12,7 +12,7 @@ use vhostsnd_testbed::analysis::{self, WavFormat};
 use vhostsnd_testbed::guest::{
     elapsed, fail, socket, tone_channel_fault, tone_discontinuities, tone_segments, tone_wav,
 };
-use vhostsnd_testbed::qemu::{GuestOpts, GuestRun};
+use vhostsnd_testbed::qemu::{GuestOpts, GuestOutput, GuestRun};
 
 use pipelines::*;
 
@@ -100,6 +100,38 @@ fn pause_vm(run: &mut GuestRun, secs: f64, errors: &dyn Fn() -> Vec<String>) -> 
     Paused { stop, cont, paused }
 }
 
+/// Boots the guest of a pause test (`opts`, given a monitor here), waits until its
+/// `cmd` prints `marker`, lets it run `after_ms`, pauses the VM for `secs`, and
+/// returns the finished run once `cmd` exited 0.
+fn run_paused(
+    test: &str,
+    opts: GuestOpts,
+    cmd: &str,
+    marker: &str,
+    after_ms: u64,
+    secs: f64,
+    errors: &dyn Fn() -> Vec<String>,
+) -> (GuestOutput, Paused) {
+    let mut run = GuestRun::boot(opts.monitor())
+        .unwrap_or_else(|e| fail(&format!("{test}: boot: {e}"), None, &errors()));
+    if let Err(e) = run.wait_for(marker, Duration::from_secs(90)) {
+        fail(&format!("{test}: {cmd} never ran: {e}"), None, &errors());
+    }
+    std::thread::sleep(Duration::from_millis(after_ms));
+    let paused = pause_vm(&mut run, secs, errors);
+    let out = run
+        .wait()
+        .unwrap_or_else(|e| fail(&format!("{test}: {e}"), None, &errors()));
+    if out.rc != 0 {
+        fail(
+            &format!("{test}: {cmd} failed ({})", out.rc),
+            Some(&out),
+            &errors(),
+        );
+    }
+    (out, paused)
+}
+
 /// Stretches of the output in seconds, for messages.
 fn secs_of(segs: &[analysis::Segment], rate: u32) -> String {
     let s = |f: usize| f as f64 / f64::from(rate);
@@ -125,29 +157,11 @@ fn vm_pause_during_playback_keeps_the_sound() {
     let errors = || p.errors();
     let wav = tone_wav(WavFormat::I16, rate, &freqs, secs);
     let script = pause_script("aplay -D hw:0,0 tone.wav", "pcm0p", "PLAYING", "true");
-    let mut run = GuestRun::boot(
-        GuestOpts::new(script)
-            .socket(&sock)
-            .file("tone.wav", wav.clone())
-            .monitor(),
-    )
-    .unwrap_or_else(|e| fail(&format!("{test}: boot: {e}"), None, &errors()));
-    if let Err(e) = run.wait_for("PLAYING", Duration::from_secs(90)) {
-        fail(&format!("{test}: aplay never ran: {e}"), None, &errors());
-    }
+    let opts = GuestOpts::new(script)
+        .socket(&sock)
+        .file("tone.wav", wav.clone());
     // Well into the tone, with most of it still to come.
-    std::thread::sleep(Duration::from_millis(1200));
-    let paused = pause_vm(&mut run, pause, &errors);
-    let out = run
-        .wait()
-        .unwrap_or_else(|e| fail(&format!("{test}: {e}"), None, &errors()));
-    if out.rc != 0 {
-        fail(
-            &format!("{test}: aplay failed ({})", out.rc),
-            Some(&out),
-            &errors(),
-        );
-    }
+    let (out, paused) = run_paused(test, opts, "aplay", "PLAYING", 1200, pause, &errors);
     // The last period leaves the source one period after the guest is done.
     std::thread::sleep(Duration::from_millis(200));
     let what = |m: String| format!("{test}: {m}");
@@ -292,23 +306,8 @@ fn vm_pause_during_capture_keeps_the_recording() {
     let errors = || p.errors();
     let cmd = format!("arecord -D hw:0,0 -r {rate} -f S16_LE -c 2 -d {secs} -t wav /tmp/r.wav");
     let script = pause_script(&cmd, "pcm0c", "RECORDING", "vsnd-export /tmp/r.wav r.wav");
-    let mut run = GuestRun::boot(GuestOpts::new(script).socket(&sock).monitor())
-        .unwrap_or_else(|e| fail(&format!("{test}: boot: {e}"), None, &errors()));
-    if let Err(e) = run.wait_for("RECORDING", Duration::from_secs(90)) {
-        fail(&format!("{test}: arecord never ran: {e}"), None, &errors());
-    }
-    std::thread::sleep(Duration::from_millis(1500));
-    let paused = pause_vm(&mut run, pause, &errors);
-    let out = run
-        .wait()
-        .unwrap_or_else(|e| fail(&format!("{test}: {e}"), None, &errors()));
-    if out.rc != 0 {
-        fail(
-            &format!("{test}: arecord failed ({})", out.rc),
-            Some(&out),
-            &errors(),
-        );
-    }
+    let opts = GuestOpts::new(script).socket(&sock);
+    let (out, paused) = run_paused(test, opts, "arecord", "RECORDING", 1500, pause, &errors);
     let what = |m: String| format!("{test}: {m}");
     let Some(bytes) = out.files.get("r.wav") else {
         fail(&what("no recording exported".into()), Some(&out), &errors());
