@@ -32,13 +32,26 @@ impl log::Log for GstLog {
     }
 
     fn log(&self, record: &log::Record) {
+        // The rust-vmm crates log what the guest got wrong at ERROR, as often as it
+        // gets it wrong.
+        let Some((lvl, left_out)) = vhost_user_sound::log_limit::screen(record) else {
+            return;
+        };
+        if CAT.threshold() < level(lvl) {
+            return;
+        }
         let args = record.args();
-        match level(record.level()) {
-            gst::DebugLevel::Error => gst::error!(CAT, "{args}"),
-            gst::DebugLevel::Warning => gst::warning!(CAT, "{args}"),
-            gst::DebugLevel::Info => gst::info!(CAT, "{args}"),
-            gst::DebugLevel::Debug => gst::debug!(CAT, "{args}"),
-            _ => gst::trace!(CAT, "{args}"),
+        let more = if left_out > 0 {
+            format!(" ({left_out} more like it left out)")
+        } else {
+            String::new()
+        };
+        match level(lvl) {
+            gst::DebugLevel::Error => gst::error!(CAT, "{args}{more}"),
+            gst::DebugLevel::Warning => gst::warning!(CAT, "{args}{more}"),
+            gst::DebugLevel::Info => gst::info!(CAT, "{args}{more}"),
+            gst::DebugLevel::Debug => gst::debug!(CAT, "{args}{more}"),
+            _ => gst::trace!(CAT, "{args}{more}"),
         }
     }
 

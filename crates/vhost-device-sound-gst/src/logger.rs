@@ -12,12 +12,23 @@ impl log::Log for StderrLog {
     }
 
     fn log(&self, record: &log::Record) {
-        if self.enabled(record.metadata()) {
-            let t = SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map(|d| d.as_secs_f64())
-                .unwrap_or(0.0);
-            eprintln!("[{t:.3}] {:<5} {}", record.level(), record.args());
+        // The rust-vmm crates log what the guest got wrong at ERROR, as often as it
+        // gets it wrong.
+        let Some((level, left_out)) = vhost_user_sound::log_limit::screen(record) else {
+            return;
+        };
+        if level > log::max_level() {
+            return;
+        }
+        let t = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs_f64())
+            .unwrap_or(0.0);
+        let args = record.args();
+        if left_out > 0 {
+            eprintln!("[{t:.3}] {level:<5} {args} ({left_out} more like it left out)");
+        } else {
+            eprintln!("[{t:.3}] {level:<5} {args}");
         }
     }
 

@@ -4,7 +4,7 @@ use std::io as stdio;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::sync::{Arc, Mutex};
 
-use log::{debug, warn};
+use log::Level;
 use vhost::vhost_user::message::{VhostUserProtocolFeatures, VhostUserVirtioFeatures};
 use vhost_user_backend::{VhostUserBackend, VringRwLock, VringT};
 use virtio_bindings::virtio_config::VIRTIO_F_VERSION_1;
@@ -19,6 +19,7 @@ use vmm_sys_util::event::{
 use crate::card::{Card, Direction};
 use crate::control::{self, Topology};
 use crate::io::GuestMem;
+use crate::log_limit::limited;
 use virtio_snd_wire::{NUM_QUEUES, QUEUE_CONTROL, QUEUE_EVENT, QUEUE_RX, QUEUE_TX};
 
 /// QEMU's vhost-user-snd uses 64-entry queues.
@@ -64,7 +65,10 @@ impl SndBackend {
                 let head = chain.head_index();
                 let len = control::handle(&self.card, chain, &mem);
                 if let Err(e) = vring.add_used(head, len) {
-                    warn!("control queue: cannot return descriptor {head}: {e}");
+                    limited!(
+                        Level::Warn,
+                        "control queue: cannot return descriptor {head}: {e}"
+                    );
                 }
             }
             // With EVENT_IDX the guest kicks again only once asked to; a request
@@ -74,7 +78,7 @@ impl SndBackend {
                 Ok(true) => break,
                 Ok(false) => break,
                 Err(e) => {
-                    debug!("control queue: cannot ask for kicks: {e}");
+                    limited!(Level::Debug, "control queue: cannot ask for kicks: {e}");
                     break;
                 }
             }
@@ -83,7 +87,7 @@ impl SndBackend {
             return;
         }
         if let Err(e) = vring.signal_used_queue() {
-            debug!("control queue: cannot signal the guest: {e}");
+            limited!(Level::Debug, "control queue: cannot signal the guest: {e}");
         }
     }
 }

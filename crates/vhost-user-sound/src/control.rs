@@ -5,18 +5,30 @@
 use std::mem::size_of;
 use std::ops::Deref;
 
-use log::debug;
+use log::Level;
 use virtio_queue::DescriptorChain;
 use vm_memory::{ByteValued, Le32, Le64};
 
 use crate::card::{Card, Direction};
 use crate::io::{split_chain, GuestMem, SegList};
+use crate::log_limit::limited;
 use crate::pcm::PcmRequest;
 use virtio_snd_wire::formats::{self, PcmParams};
 use virtio_snd_wire::*;
 
 /// Largest request the device reads; anything longer is not a virtio-snd request.
 const MAX_REQUEST: u32 = 64;
+
+/// Largest item an info query may ask for. The spec's info structs are 8 to 32
+/// bytes; a newer driver may ask for a larger struct (the rest is zeroes), but not for
+/// one of any size the guest's buffer could hold, so a reply is at most
+/// 16 items x 256 bytes + the status. Larger is BAD_MSG.
+pub const MAX_INFO_SIZE: u32 = 256;
+
+/// Largest period the device accepts: a whole 160 ms Linux buffer (the driver's
+/// default) at the highest rate, width and channel count offered, 384 kHz x 4 bytes x
+/// 8 channels. Each period is copied whole, so this bounds what one message costs.
+pub const MAX_PERIOD_BYTES: u32 = 2 << 20;
 
 /// What the device advertises: the config space and the info tables.
 pub struct Topology;
@@ -101,11 +113,14 @@ where
     M::Target: vm_memory::GuestMemory,
 {
     let Ok((readable, writable)) = split_chain(chain, mem) else {
-        debug!("control chain is malformed: returned unused");
+        limited!(Level::Debug, "control chain is malformed: returned unused");
         return 0;
     };
     if (writable.len() as usize) < size_of::<Hdr>() {
-        debug!("control chain has no room for a status: returned unused");
+        limited!(
+            Level::Debug,
+            "control chain has no room for a status: returned unused"
+        );
         return 0;
     }
     let (status, payload) = answer(card, &readable, writable.len(), mem);
@@ -121,7 +136,7 @@ where
 fn answer(card: &Card, readable: &SegList, room: u32, mem: &GuestMem) -> (u32, Vec<u8>) {
     let rlen = readable.len();
     if rlen < size_of::<Hdr>() as u32 || rlen > MAX_REQUEST {
-        debug!("control request of {rlen} bytes");
+        limited!(Level::Debug, "control request of {rlen} bytes");
         return (S_BAD_MSG, Vec::new());
     }
     let mut req = vec![0u8; rlen as usize];
@@ -166,7 +181,7 @@ fn answer(card: &Card, readable: &SegList, room: u32, mem: &GuestMem) -> (u32, V
             }
         }
         _ => {
-            debug!("control request {code:#x} not supported");
+            limited!(Level::Debug, "control request {code:#x} not supported");
             (S_NOT_SUPP, Vec::new())
         }
     }
@@ -192,9 +207,13 @@ fn query<T: ByteValued>(req: &[u8], room: u32, items: &[T]) -> (u32, Vec<u8>) {
         .checked_add(count)
         .is_some_and(|end| end <= items.len() as u64)
         && size >= item
+        && size <= u64::from(MAX_INFO_SIZE)
         && count * size <= u64::from(room);
     if !fits {
-        debug!("info query start={start} count={count} size={size} does not fit");
+        limited!(
+            Level::Debug,
+            "info query start={start} count={count} size={size} does not fit"
+        );
         return (S_BAD_MSG, Vec::new());
     }
     let mut out = Vec::with_capacity((count * size) as usize);
@@ -224,6 +243,9 @@ fn validate(p: &PcmSetParams) -> Result<PcmParams, u32> {
     let (period, buffer) = (params.period_bytes, params.buffer_bytes);
     if period == 0 || period % frame != 0 || buffer < period || buffer % period != 0 {
         return Err(S_BAD_MSG);
+    }
+    if period > MAX_PERIOD_BYTES {
+        return Err(S_NOT_SUPP);
     }
     Ok(params)
 }
@@ -276,6 +298,13 @@ mod tests {
         );
         // a huge buffer is the guest's business: nothing is allocated for it
         assert!(validate(&req(0, 1920, 1920 * 2048, 2, formats::FMT_S16, 7)).is_ok());
+        // a period is copied whole: bounded
+        let max = MAX_PERIOD_BYTES;
+        assert!(validate(&req(0, max, 2 * max, 8, formats::FMT_S32, 7)).is_ok());
+        assert_eq!(
+            validate(&req(0, max + 32, 2 * (max + 32), 8, formats::FMT_S32, 7)),
+            Err(S_NOT_SUPP)
+        );
         assert_eq!(
             validate(&req(0, 1920, 7680, 9, formats::FMT_S16, 7)),
             Err(S_NOT_SUPP)
@@ -317,6 +346,12 @@ mod tests {
         assert_eq!(query(&q(0, 1, 23), 1000, &items).0, S_BAD_MSG);
         assert_eq!(query(&q(0, 16, 24), 100, &items).0, S_BAD_MSG);
         assert_eq!(query(&q(0, 16, u32::MAX), 1000, &items).0, S_BAD_MSG);
+        // room for gigabytes does not make a reply of gigabytes
+        assert_eq!(query(&q(0, 1, MAX_INFO_SIZE), u32::MAX, &items).0, S_OK);
+        assert_eq!(
+            query(&q(0, 1, MAX_INFO_SIZE + 1), u32::MAX, &items).0,
+            S_BAD_MSG
+        );
         assert_eq!(query(&q(0, 1, 24)[..12], 1000, &items).0, S_BAD_MSG);
     }
 }

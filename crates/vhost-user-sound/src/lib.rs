@@ -85,12 +85,13 @@ mod card;
 mod clock;
 mod control;
 mod io;
+pub mod log_limit;
 mod pcm;
 mod registry;
 mod server;
 
 pub use card::{Card, DeviceEvent, Direction, Listener, Pacing, Playback, StreamSnapshot};
 pub use clock::{MonotonicClock, PacerClock};
-pub use control::Topology;
+pub use control::{Topology, MAX_INFO_SIZE, MAX_PERIOD_BYTES};
 pub use pcm::{PcmRequest, PcmState};
 pub use registry::{Claim, Device, Error};

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
-use log::{debug, info, warn};
+use log::Level;
 use vhost::vhost_user::Listener;
 use vhost_user_backend::{ShutdownHandle, VhostUserDaemon};
 use vm_memory::{GuestMemoryAtomic, GuestMemoryMmap};
@@ -18,6 +18,7 @@ use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 use crate::backend::SndBackend;
 use crate::card::Card;
+use crate::log_limit::limited;
 use crate::Error;
 
 /// Binds `path`, replacing a stale socket file but never a live socket or another file.
@@ -29,7 +30,7 @@ pub fn bind(path: &Path) -> Result<UnixListener, Error> {
         match UnixStream::connect(path) {
             Ok(_) => return Err(Error::InUse(path.to_owned())),
             Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
-                debug!("removing stale socket {}", path.display());
+                limited!(Level::Debug, "removing stale socket {}", path.display());
                 std::fs::remove_file(path).map_err(|source| Error::Bind {
                     path: path.to_owned(),
                     source,
@@ -104,7 +105,7 @@ impl Drop for Server {
         }
         if let Some(t) = self.thread.take() {
             if t.join().is_err() {
-                warn!("vhostsnd server thread panicked");
+                limited!(Level::Warn, "vhostsnd server thread panicked");
             }
         }
         if let Some(path) = &self.path {
@@ -137,7 +138,8 @@ fn wait_for_connection(listener: RawFd, stop: &StopSignal) -> bool {
             if io::Error::last_os_error().kind() == io::ErrorKind::Interrupted {
                 continue;
             }
-            warn!(
+            limited!(
+                Level::Warn,
                 "poll on the vhost-user socket failed: {}",
                 io::Error::last_os_error()
             );
@@ -161,23 +163,23 @@ fn serve(mut listener: Listener, card: Arc<Card>, stop: &StopSignal) {
         let mut daemon = match VhostUserDaemon::new("vhostsnd".into(), backend.clone(), mem) {
             Ok(d) => d,
             Err(e) => {
-                warn!("cannot create the vhost-user daemon: {e}");
+                limited!(Level::Warn, "cannot create the vhost-user daemon: {e}");
                 return;
             }
         };
         if let Err(e) = daemon.start(&mut listener) {
-            warn!("vhost-user connection failed to start: {e}");
+            limited!(Level::Warn, "vhost-user connection failed to start: {e}");
             continue;
         }
         *stop.conn() = daemon.shutdown_handle();
         if stop.stopping.load(Ordering::SeqCst) {
             daemon.request_shutdown();
         }
-        info!("vhost-user frontend connected");
+        limited!(Level::Info, "vhost-user frontend connected");
         card.connected();
         match daemon.wait() {
-            Ok(()) => info!("vhost-user frontend disconnected"),
-            Err(e) => info!("vhost-user connection ended: {e}"),
+            Ok(()) => limited!(Level::Info, "vhost-user frontend disconnected"),
+            Err(e) => limited!(Level::Info, "vhost-user connection ended: {e}"),
         }
         stop.conn().take();
         // Joins the connection's worker thread first, so nothing of this connection

@@ -8,12 +8,13 @@
 use std::num::Wrapping;
 use std::sync::atomic::Ordering;
 
-use log::warn;
+use log::Level;
 use vhost_user_backend::{VringRwLock, VringT};
 use virtio_queue::QueueT;
 use vm_memory::GuestMemory;
 
 use super::{Card, State};
+use crate::log_limit::limited;
 
 /// Why the guest's avail ring cannot be walked, if it cannot.
 fn fault<M: GuestMemory>(vring: &VringRwLock, mem: &M) -> Option<&'static str> {
@@ -45,7 +46,8 @@ impl Card {
         let Some(reason) = fault(vring, mem) else {
             return true;
         };
-        warn!(
+        limited!(
+            Level::Warn,
             "queue {queue} stopped: {reason}; it is served again once the guest resets the device"
         );
         *broken = true;

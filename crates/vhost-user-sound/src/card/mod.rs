@@ -24,7 +24,7 @@ mod stream;
 
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
-use log::debug;
+use log::Level;
 use vhost_user_backend::VringRwLock;
 use vm_memory::GuestMemoryAtomic;
 
@@ -33,6 +33,7 @@ use virtio_snd_wire::formats::PcmParams;
 
 use crate::clock::{MonotonicClock, PacerClock};
 use crate::io::{GuestMem, IoMessage};
+use crate::log_limit::limited;
 use crate::pcm::{PcmRequest, PcmState, Transition};
 pub use events::{DeviceEvent, Listener};
 pub use playback::Playback;
@@ -220,14 +221,16 @@ impl Card {
                 *next != PcmState::Prepared || s.params.is_some() || params.is_some()
             });
             let Some((next, transition)) = applied else {
-                debug!(
+                limited!(
+                    Level::Debug,
                     "{} stream: {req:?} refused in state {}",
                     dir.name(),
                     s.state.name()
                 );
                 return wire::S_BAD_MSG;
             };
-            debug!(
+            limited!(
+                Level::Debug,
                 "{} stream: {req:?} ({} -> {}, {} queued)",
                 dir.name(),
                 s.state.name(),

@@ -7,11 +7,12 @@
 
 use std::sync::MutexGuard;
 
-use log::warn;
+use log::Level;
 use virtio_snd_wire::formats;
 
 use super::{Card, Direction, Pacing, State};
 use crate::clock::PacerClock;
+use crate::log_limit::limited;
 use crate::pcm::PcmState;
 
 impl Card {
@@ -55,7 +56,8 @@ impl Card {
         if late > 4 * params.bytes_to_ns(u64::from(params.period_bytes)) {
             // Stalled far behind (host suspended, clock jumped): restart the
             // timeline instead of bursting the backlog into the guest.
-            warn!(
+            limited!(
+                Level::Warn,
                 "{} stream: pacer {late} ns late, resynchronising",
                 dir.name()
             );
@@ -111,7 +113,8 @@ impl Card {
             return true;
         }
         if s.covered == 0 {
-            warn!(
+            limited!(
+                Level::Warn,
                 "{} stream: vhostsndsrc has not ticked for {} ms (its downstream blocks): \
                  the card keeps the guest's time and drops its audio meanwhile",
                 dir.name(),

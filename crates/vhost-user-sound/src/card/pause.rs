@@ -8,13 +8,14 @@
 //! device (it sends RESET_DEVICE only while the device runs, and it stops the device
 //! before it resets it), so the ring's own place tells.
 
-use log::{debug, info};
+use log::Level;
 use vhost_user_backend::{VringRwLock, VringT};
 use virtio_queue::QueueT;
 
 use virtio_snd_wire::{QUEUE_CONTROL, QUEUE_RX, QUEUE_TX};
 
 use super::{Card, Direction, State};
+use crate::log_limit::limited;
 
 /// Where a ring stood when it was stopped.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -71,7 +72,7 @@ impl Card {
         }
         drop(st);
         self.notify();
-        debug!("queue {queue} stopped at {place:?}");
+        limited!(Level::Debug, "queue {queue} stopped at {place:?}");
     }
 
     /// The first event on a started `queue`: a ring that was stopped and is back where
@@ -91,13 +92,16 @@ impl Card {
             let now = RingPlace::of(vring);
             st.stopped[queue] = None;
             if now == was {
-                debug!("queue {queue} resumed where it stopped");
+                limited!(Level::Debug, "queue {queue} resumed where it stopped");
                 for dir in streams_of(queue) {
                     st.stream(*dir).changed();
                 }
                 Vec::new()
             } else {
-                info!("queue {queue} came back reset: the guest's driver started over");
+                limited!(
+                    Level::Info,
+                    "queue {queue} came back reset: the guest's driver started over"
+                );
                 st.broken[queue] = false;
                 streams_of(queue)
                     .iter()

@@ -3,11 +3,12 @@
 
 use std::time::Duration;
 
-use log::info;
+use log::Level;
 
 use virtio_snd_wire::formats::PcmParams;
 
 use super::{Card, Direction};
+use crate::log_limit::limited;
 use crate::pcm::PcmState;
 
 /// What a playback period turned into.
@@ -33,7 +34,10 @@ impl Card {
         if s.covered > 0 {
             s.covered -= 1;
             if s.covered == 0 {
-                info!("playback stream: vhostsndsrc is in step with the guest again");
+                limited!(
+                    Level::Info,
+                    "playback stream: vhostsndsrc is in step with the guest again"
+                );
             }
             return Playback::Idle;
         }

@@ -2,7 +2,7 @@
 //! be served, putting completions on the used ring and interrupting the guest. Kicks
 //! are suppressed while a running stream looks at its ring at every period anyway.
 
-use log::{debug, warn};
+use log::Level;
 use vhost_user_backend::{VringRwLock, VringT};
 use virtio_queue::QueueT;
 use vm_memory::GuestAddressSpace;
@@ -11,6 +11,7 @@ use virtio_snd_wire as wire;
 
 use super::{Card, Direction, Pacing, State};
 use crate::io::{self, IoMessage, Malformed, SegList};
+use crate::log_limit::limited;
 use crate::pcm::PcmState;
 
 /// Chains taken from one queue in one look at its ring: four times what QEMU's
@@ -74,7 +75,11 @@ impl Card {
                 self.accept(st, dir, parsed, head);
             }
             if budget == 0 {
-                debug!("{} queue: chain budget spent, the rest waits", dir.name());
+                limited!(
+                    Level::Debug,
+                    "{} queue: chain budget spent, the rest waits",
+                    dir.name()
+                );
                 break;
             }
             let s = st.stream(dir);
@@ -83,7 +88,11 @@ impl Card {
             let polled = s.state == PcmState::Running && s.pacing != Pacing::OnDemand;
             if polled && !s.pending.is_empty() {
                 if let Err(e) = vring.disable_notification() {
-                    debug!("{} queue: cannot suppress kicks: {e}", dir.name());
+                    limited!(
+                        Level::Debug,
+                        "{} queue: cannot suppress kicks: {e}",
+                        dir.name()
+                    );
                 }
                 break;
             }
@@ -95,7 +104,11 @@ impl Card {
                 Ok(true) => break,
                 Ok(false) => break,
                 Err(e) => {
-                    debug!("{} queue: cannot ask for kicks: {e}", dir.name());
+                    limited!(
+                        Level::Debug,
+                        "{} queue: cannot ask for kicks: {e}",
+                        dir.name()
+                    );
                     break;
                 }
             }
@@ -115,7 +128,8 @@ impl Card {
         let msg = match parsed {
             Ok(msg) => msg,
             Err(Malformed::NoStatus) => {
-                debug!(
+                limited!(
+                    Level::Debug,
                     "{} chain {head} has no status area: returned unused",
                     dir.name()
                 );
@@ -123,23 +137,34 @@ impl Card {
                 return;
             }
             Err(Malformed::Reply { status, reason }) => {
-                debug!("{} chain {head}: {reason}", dir.name());
+                limited!(Level::Debug, "{} chain {head}: {reason}", dir.name());
                 Self::fail(st, dir, head, &status, wire::S_BAD_MSG);
                 return;
             }
         };
+        // A guest can publish one head index again and again: never hold more than
+        // its ring can.
+        let ring_size =
+            Self::vring(st, dir).map_or(0, |v| usize::from(v.get_ref().get_queue().size()));
         let s = st.stream(dir);
+        let period_bytes = s.params.map_or(0, |p| p.period_bytes);
         let reason = if msg.stream_id != dir.stream_id() {
             Some("stream id does not belong to this queue")
         } else if !s.state.accepts_io() {
             Some("stream is not prepared")
         } else if msg.data_len() == 0 || msg.data_len() % s.frame_bytes() != 0 {
             Some("payload is not a whole number of frames")
+        } else if msg.data_len() > period_bytes {
+            // Descriptors may alias all of guest RAM many times over; a message is
+            // copied whole, so it must stay the size the guest said its periods are.
+            Some("payload is larger than a period")
+        } else if s.pending.len() >= ring_size {
+            Some("more messages queued than the ring holds")
         } else {
             None
         };
         if let Some(reason) = reason {
-            debug!("{} chain {head}: {reason}", dir.name());
+            limited!(Level::Debug, "{} chain {head}: {reason}", dir.name());
             Self::fail(st, dir, head, &msg.status, wire::S_IO_ERR);
             return;
         }
@@ -164,7 +189,11 @@ impl Card {
             return;
         };
         if let Err(e) = vring.add_used(head, len) {
-            warn!("{} queue: cannot return descriptor {head}: {e}", dir.name());
+            limited!(
+                Level::Warn,
+                "{} queue: cannot return descriptor {head}: {e}",
+                dir.name()
+            );
         }
     }
 
@@ -178,7 +207,11 @@ impl Card {
             return;
         }
         if let Err(e) = vring.signal_used_queue() {
-            debug!("{} queue: cannot signal the guest: {e}", dir.name());
+            limited!(
+                Level::Debug,
+                "{} queue: cannot signal the guest: {e}",
+                dir.name()
+            );
         }
     }
 
@@ -200,7 +233,12 @@ impl Card {
         let len = if ok {
             msg.used_len(dir == Direction::Playback)
         } else {
-            warn!("{} chain {}: guest memory went away", dir.name(), msg.head);
+            limited!(
+                Level::Warn,
+                "{} chain {}: guest memory went away",
+                dir.name(),
+                msg.head
+            );
             0
         };
         Self::push_used(st, dir, msg.head, len);
