@@ -23,7 +23,7 @@ use vmm_sys_util::event::{
 
 use super::session::{
     VHOST_USER_F_PROTOCOL_FEATURES as PROTOCOL_FEATURES, VIRTIO_F_VERSION_1 as VERSION_1,
-    VIRTIO_RING_F_EVENT_IDX as EVENT_IDX,
+    VIRTIO_RING_F_EVENT_IDX as EVENT_IDX, VIRTIO_RING_F_INDIRECT_DESC as INDIRECT_DESC,
 };
 use virtio_snd_wire::S_OK;
 
@@ -34,6 +34,8 @@ pub fn rx_pattern(i: usize) -> u8 {
 #[derive(Default)]
 pub struct Echo {
     pub event_idx_offered: AtomicBool,
+    /// Off by default, so that the older tests keep counting ring entries per chain.
+    pub indirect_offered: AtomicBool,
     event_idx: AtomicBool,
     mem: Mutex<Option<GuestMemoryAtomic<GuestMemoryMmap>>>,
     vrings: Mutex<Option<Vec<VringRwLock>>>,
@@ -223,6 +225,9 @@ impl VhostUserBackend for Echo {
         let mut f = VERSION_1 | PROTOCOL_FEATURES;
         if self.event_idx_offered.load(Ordering::Relaxed) {
             f |= EVENT_IDX;
+        }
+        if self.indirect_offered.load(Ordering::Relaxed) {
+            f |= INDIRECT_DESC;
         }
         f
     }

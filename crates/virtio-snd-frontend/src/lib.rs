@@ -32,6 +32,8 @@ mod options;
 mod ring;
 #[cfg(test)]
 mod selftest;
+#[cfg(test)]
+mod selftest_indirect;
 mod session;
 
 pub use chain::{Desc, Segment, Token};
@@ -40,4 +42,7 @@ pub use control::DeviceInfo;
 pub use guest::FakeGuest;
 pub use memory::POISON;
 pub use options::FakeGuestOptions;
-pub use session::{VHOST_USER_F_PROTOCOL_FEATURES, VIRTIO_F_VERSION_1, VIRTIO_RING_F_EVENT_IDX};
+pub use session::{
+    VHOST_USER_F_PROTOCOL_FEATURES, VIRTIO_F_VERSION_1, VIRTIO_RING_F_EVENT_IDX,
+    VIRTIO_RING_F_INDIRECT_DESC,
+};

@@ -14,8 +14,14 @@ pub struct FakeGuestOptions {
     pub queue_size: u16,
     /// Negotiate VIRTIO_RING_F_EVENT_IDX when the device offers it, as Linux does.
     pub event_idx: bool,
+    /// Negotiate VIRTIO_RING_F_INDIRECT_DESC when the device offers it, as Linux does.
+    /// Then every chain of more than one descriptor that the frontend lays out itself
+    /// (I/O periods, control requests, segments) takes one ring entry pointing at an
+    /// indirect table in guest RAM; explicit [`Desc`](super::Desc) chains stay as given.
+    pub indirect: bool,
     /// Further virtio feature bits to acknowledge if the device offers them (the
-    /// frontend itself understands only VERSION_1, EVENT_IDX and PROTOCOL_FEATURES).
+    /// frontend itself understands only VERSION_1, EVENT_IDX, INDIRECT_DESC and
+    /// PROTOCOL_FEATURES).
     pub extra_features: u64,
     /// Event buffers posted at connect (Linux fills the whole event queue).
     pub event_buffers: u16,
@@ -35,6 +41,7 @@ impl Default for FakeGuestOptions {
             mem_size: 16 << 20,
             queue_size: 64,
             event_idx: true,
+            indirect: true,
             extra_features: 0,
             event_buffers: 64,
             control_timeout: Duration::from_millis(1000),

@@ -8,13 +8,18 @@
 use std::io;
 use std::sync::atomic::{fence, Ordering};
 
+use virtio_bindings::virtio_ring;
 use vm_memory::{Bytes, GuestAddress};
 
 use super::memory::GuestRam;
 
-pub(crate) const VRING_DESC_F_NEXT: u16 = 1;
-pub(crate) const VRING_DESC_F_WRITE: u16 = 2;
-const VRING_USED_F_NO_NOTIFY: u16 = 1;
+// The bindings give the flags as u32; descriptors and rings hold them in 16 bits.
+pub(crate) const VRING_DESC_F_NEXT: u16 = virtio_ring::VRING_DESC_F_NEXT as u16;
+pub(crate) const VRING_DESC_F_WRITE: u16 = virtio_ring::VRING_DESC_F_WRITE as u16;
+pub(crate) const VRING_DESC_F_INDIRECT: u16 = virtio_ring::VRING_DESC_F_INDIRECT as u16;
+const VRING_USED_F_NO_NOTIFY: u16 = virtio_ring::VRING_USED_F_NO_NOTIFY as u16;
+/// Bytes of one `struct vring_desc`, in the ring's table and in indirect tables alike.
+pub(crate) const DESC_SIZE: usize = std::mem::size_of::<virtio_ring::vring_desc>();
 
 /// Bytes one queue's rings take at most for `size` entries, rounded to a page: the
 /// descriptor table, then the avail ring, then the used ring (each naturally aligned).
@@ -26,12 +31,38 @@ pub(crate) fn ring_bytes(size: u16) -> u64 {
 /// (avail offset, used offset, end) for a queue of `size` entries starting at `base`.
 fn layout(base: u64, size: u16) -> (u64, u64, u64) {
     let n = u64::from(size);
-    let avail = base + 16 * n;
+    let avail = base + DESC_SIZE as u64 * n;
     // avail: flags, idx, ring[n], used_event.
     let used = (avail + 4 + 2 * n + 2 + 3) & !3;
     // used: flags, idx, ring[n] of (id, len), avail_event.
     let end = used + 4 + 8 * n + 2;
     (avail, used, end)
+}
+
+/// `descs` as an indirect table: each entry's `next` is a position in the table itself,
+/// so a link past the table stays past it.
+pub(crate) fn indirect_table(descs: &[RawDesc]) -> Vec<u8> {
+    let index = |n: usize| u16::try_from(n).unwrap_or(u16::MAX);
+    let mut out = Vec::with_capacity(DESC_SIZE * descs.len());
+    for (i, d) in descs.iter().enumerate() {
+        out.extend_from_slice(&entry(d, (i + 1 < descs.len()).then_some(i + 1), index));
+    }
+    out
+}
+
+/// One `struct vring_desc`, chained (NEXT set) to its `link`, else to the position
+/// `following`; `index` turns a position in the chain into the value `next` holds.
+fn entry(d: &RawDesc, following: Option<usize>, index: impl Fn(usize) -> u16) -> [u8; DESC_SIZE] {
+    let (flags, next) = match d.link.or(following) {
+        Some(n) => (d.flags | VRING_DESC_F_NEXT, index(n)),
+        None => (d.flags & !VRING_DESC_F_NEXT, 0),
+    };
+    let mut raw = [0u8; DESC_SIZE];
+    raw[0..8].copy_from_slice(&d.addr.to_le_bytes());
+    raw[8..12].copy_from_slice(&d.len.to_le_bytes());
+    raw[12..14].copy_from_slice(&flags.to_le_bytes());
+    raw[14..16].copy_from_slice(&next.to_le_bytes());
+    raw
 }
 
 /// One descriptor as the driver writes it.
@@ -144,22 +175,11 @@ impl DriverRing {
 
     fn write_chain(&self, ram: &GuestRam, head: u16, descs: &[RawDesc]) -> io::Result<()> {
         let idx = &self.chains[usize::from(head)];
-        for (i, d) in descs.iter().enumerate() {
-            let (flags, next) = match d.link {
-                // An out-of-range link points at descriptor 0 of the table.
-                Some(l) => (
-                    d.flags | VRING_DESC_F_NEXT,
-                    idx.get(l).copied().unwrap_or(0),
-                ),
-                None if i + 1 < descs.len() => (d.flags | VRING_DESC_F_NEXT, idx[i + 1]),
-                None => (d.flags & !VRING_DESC_F_NEXT, 0),
-            };
-            let mut raw = [0u8; 16];
-            raw[0..8].copy_from_slice(&d.addr.to_le_bytes());
-            raw[8..12].copy_from_slice(&d.len.to_le_bytes());
-            raw[12..14].copy_from_slice(&flags.to_le_bytes());
-            raw[14..16].copy_from_slice(&next.to_le_bytes());
-            ram.write(self.desc_gpa + 16 * u64::from(idx[i]), &raw)?;
+        // An out-of-range link points at descriptor 0 of the table.
+        let index = |n: usize| idx.get(n).copied().unwrap_or(0);
+        for (i, (d, at)) in descs.iter().zip(idx).enumerate() {
+            let raw = entry(d, (i + 1 < descs.len()).then_some(i + 1), index);
+            ram.write(self.desc_gpa + (DESC_SIZE * usize::from(*at)) as u64, &raw)?;
         }
         Ok(())
     }

@@ -9,9 +9,9 @@ use super::echo_device::{rx_pattern, serve, serve_at, Echo, EchoServer};
 use super::*;
 use virtio_snd_wire::*;
 
-const T: Duration = Duration::from_secs(5);
+pub(super) const T: Duration = Duration::from_secs(5);
 
-fn guest(srv: &EchoServer) -> FakeGuest {
+pub(super) fn guest(srv: &EchoServer) -> FakeGuest {
     FakeGuest::connect(&srv.path, T).expect("connect")
 }
 
@@ -113,7 +113,7 @@ fn control_requests_typed_and_raw() {
 }
 
 /// Keeps up to `depth` periods in flight for `total` periods and checks every byte.
-fn pump(g: &mut FakeGuest, srv: &EchoServer, total: usize, depth: usize) {
+pub(super) fn pump(g: &mut FakeGuest, srv: &EchoServer, total: usize, depth: usize) {
     let base_ram = g.ram_in_use();
     let mut sent = 0;
     let mut done = 0;

@@ -24,6 +24,8 @@ use super::ring::DriverRing;
 pub const VIRTIO_F_VERSION_1: u64 = 1 << virtio_config::VIRTIO_F_VERSION_1;
 /// VIRTIO_RING_F_EVENT_IDX as a feature mask.
 pub const VIRTIO_RING_F_EVENT_IDX: u64 = 1 << virtio_ring::VIRTIO_RING_F_EVENT_IDX;
+/// VIRTIO_RING_F_INDIRECT_DESC as a feature mask.
+pub const VIRTIO_RING_F_INDIRECT_DESC: u64 = 1 << virtio_ring::VIRTIO_RING_F_INDIRECT_DESC;
 /// VHOST_USER_F_PROTOCOL_FEATURES as a feature mask.
 pub const VHOST_USER_F_PROTOCOL_FEATURES: u64 = VhostUserVirtioFeatures::PROTOCOL_FEATURES.bits();
 
@@ -129,6 +131,9 @@ pub(crate) fn negotiate(fe: &mut Frontend, opts: &FakeGuestOptions) -> io::Resul
     let mut understood = VIRTIO_F_VERSION_1 | VHOST_USER_F_PROTOCOL_FEATURES | opts.extra_features;
     if opts.event_idx {
         understood |= VIRTIO_RING_F_EVENT_IDX;
+    }
+    if opts.indirect {
+        understood |= VIRTIO_RING_F_INDIRECT_DESC;
     }
     let acked_features = device_features & understood;
     fe.set_features(acked_features)

@@ -38,6 +38,9 @@ impl FakeGuest {
                     ));
                 };
                 qs.ring.free_chain(id as u16);
+                if let Some(t) = inf.table {
+                    self.ram.free(t);
+                }
                 if let Kind::Event { gpa } = inf.kind {
                     let mut b = [0u8; 8];
                     self.ram.read(gpa, &mut b)?;

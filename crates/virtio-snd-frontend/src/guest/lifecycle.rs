@@ -78,7 +78,7 @@ impl FakeGuest {
             qs.ring = ring;
             for slot in qs.slots.iter_mut() {
                 if let Some(f) = slot.take() {
-                    if let Some(block) = f.block {
+                    for block in f.block.into_iter().chain(f.table) {
                         self.ram.free(block);
                     }
                 }

@@ -24,7 +24,9 @@ use super::chain::{Desc, Segment, Token};
 use super::completion::{Completion, SndEvent};
 use super::memory::{Block, GuestRam};
 use super::options::FakeGuestOptions;
-use super::ring::{ring_bytes, DriverRing, RawDesc, VRING_DESC_F_WRITE};
+use super::ring::{
+    self, ring_bytes, DriverRing, RawDesc, VRING_DESC_F_INDIRECT, VRING_DESC_F_WRITE,
+};
 use super::session;
 
 /// Bytes of the PCM xfer header and status.
@@ -75,6 +77,8 @@ struct QueueState {
 struct InFlight {
     token: Token,
     block: Option<Block>,
+    /// The indirect table holding the chain's descriptors, if it went in one.
+    table: Option<Block>,
     kind: Kind,
     /// Nobody will ask for this completion (a timed-out control request): drop it.
     abandoned: bool,
@@ -208,6 +212,11 @@ impl FakeGuest {
         self.features() & session::VIRTIO_RING_F_EVENT_IDX != 0
     }
 
+    /// Whether VIRTIO_RING_F_INDIRECT_DESC is in use (see [`FakeGuestOptions::indirect`]).
+    pub fn indirect(&self) -> bool {
+        self.features() & session::VIRTIO_RING_F_INDIRECT_DESC != 0
+    }
+
     pub fn options(&self) -> &FakeGuestOptions {
         &self.opts
     }
@@ -314,6 +323,19 @@ impl FakeGuest {
         self.check_queue(queue)?;
         let at = self.queues[queue].ring.avail_gpa + 2;
         self.ram.write(at, &idx.to_le_bytes())
+    }
+
+    /// Writes `entries` as an indirect table into guest RAM allocated for the rest of
+    /// the session (see [`Desc::table_bytes`]) and returns the [`Desc::indirect`] that
+    /// refers to all of it, for [`submit_descs`](Self::submit_descs) or for another
+    /// table. To build many tables, reuse RAM from [`alloc_ram`](Self::alloc_ram).
+    pub fn indirect_table(&mut self, entries: &[Desc]) -> io::Result<Desc> {
+        let bytes = Desc::table_bytes(entries);
+        let len = u32::try_from(bytes.len())
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "indirect table too large"))?;
+        let gpa = self.alloc_ram(u64::from(len))?;
+        self.ram.write(gpa, &bytes)?;
+        Ok(Desc::indirect(gpa, len))
     }
 
     pub fn write_ram(&mut self, gpa: u64, data: &[u8]) -> io::Result<()> {

@@ -118,25 +118,19 @@ impl FakeGuest {
             status_gpa,
             rx,
         };
-        let res = self.submit(q, &descs, Some(block), kind);
+        let res = self.submit(q, &descs, Some(block), kind, false);
         self.scratch = descs;
         res
     }
 
     /// Submits a chain of explicit descriptors on any queue (hostile tests: addresses
-    /// outside RAM, loops, zero lengths, unnegotiated flags). Its completion carries no
-    /// data.
+    /// outside RAM, loops, zero lengths, unnegotiated flags, indirect tables built with
+    /// [`indirect_table`](Self::indirect_table)). The chain goes into the ring exactly
+    /// as given, never into an indirect table of the frontend's. Its completion
+    /// carries no data.
     pub fn submit_descs(&mut self, queue: usize, descs: &[Desc]) -> io::Result<Token> {
-        let raw: Vec<RawDesc> = descs
-            .iter()
-            .map(|d| RawDesc {
-                addr: d.addr,
-                len: d.len,
-                flags: d.extra_flags | if d.writable { VRING_DESC_F_WRITE } else { 0 },
-                link: d.link,
-            })
-            .collect();
-        self.submit(queue, &raw, None, Kind::Opaque)
+        let raw: Vec<RawDesc> = descs.iter().map(Desc::raw).collect();
+        self.submit(queue, &raw, None, Kind::Opaque, true)
     }
 
     /// Submits a chain whose buffers the frontend allocates and fills: one descriptor
@@ -180,7 +174,7 @@ impl FakeGuest {
             self.ram.free(block);
             return Err(e);
         }
-        self.submit(queue, &raw, Some(block), Kind::Writable(areas))
+        self.submit(queue, &raw, Some(block), Kind::Writable(areas), false)
     }
 
     /// Submits a control request without waiting: [request R][response area W].
@@ -196,31 +190,22 @@ impl FakeGuest {
         self.submit_segments(virtio_snd_wire::QUEUE_CONTROL, &segs)
     }
 
+    /// Puts a chain on queue `q`. Like Linux's virtqueue_add_split, a chain of more
+    /// than one descriptor goes into an indirect table when that was negotiated,
+    /// unless `as_given` (explicit chains keep their layout).
     fn submit(
         &mut self,
         q: usize,
         descs: &[RawDesc],
         block: Option<Block>,
         kind: Kind,
+        as_given: bool,
     ) -> io::Result<Token> {
-        let res = self.check_queue(q).and_then(|_| {
-            let qs = &mut self.queues[q];
-            if descs.len() > usize::from(qs.ring.size()) {
-                return Err(io::Error::new(
-                    io::ErrorKind::InvalidInput,
-                    format!(
-                        "a chain of {} descriptors never fits a queue of {}",
-                        descs.len(),
-                        qs.ring.size()
-                    ),
-                ));
-            }
-            qs.ring.add_chain(&self.ram, descs)
-        });
-        let head = match res {
+        let mut table = None;
+        let head = match self.place(q, descs, as_given, &mut table) {
             Ok(h) => h,
             Err(e) => {
-                if let Some(b) = block {
+                for b in block.into_iter().chain(table) {
                     self.ram.free(b);
                 }
                 return Err(e);
@@ -234,6 +219,7 @@ impl FakeGuest {
         self.queues[q].slots[usize::from(head)] = Some(InFlight {
             token,
             block,
+            table,
             kind,
             abandoned: false,
         });
@@ -241,6 +227,42 @@ impl FakeGuest {
             self.kick_if_needed(q)?;
         }
         Ok(token)
+    }
+
+    /// Writes the chain into the ring, or into an indirect table (left in `table`,
+    /// also on error, for the caller to free) with one ring descriptor for it.
+    fn place(
+        &mut self,
+        q: usize,
+        descs: &[RawDesc],
+        as_given: bool,
+        table: &mut Option<Block>,
+    ) -> io::Result<u16> {
+        self.check_queue(q)?;
+        let size = self.queues[q].ring.size();
+        if descs.len() > usize::from(size) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "a chain of {} descriptors never fits a queue of {size}",
+                    descs.len()
+                ),
+            ));
+        }
+        if as_given || descs.len() < 2 || !self.indirect() {
+            return self.queues[q].ring.add_chain(&self.ram, descs);
+        }
+        let bytes = ring::indirect_table(descs);
+        let t = self.ram.alloc(bytes.len() as u64)?;
+        *table = Some(t);
+        self.ram.write(t.addr, &bytes)?;
+        let desc = RawDesc {
+            addr: t.addr,
+            len: bytes.len() as u32,
+            flags: VRING_DESC_F_INDIRECT,
+            link: None,
+        };
+        self.queues[q].ring.add_chain(&self.ram, &[desc])
     }
 
     pub(super) fn post_event_buffer(&mut self, block: Block) -> io::Result<()> {
@@ -266,6 +288,7 @@ impl FakeGuest {
                 queue: QUEUE_EVENT as u8,
             },
             block: Some(block),
+            table: None,
             kind: Kind::Event { gpa: block.addr },
             abandoned: false,
         });
