@@ -26,7 +26,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
 use log::Level;
 use vhost_user_backend::VringRwLock;
-use vm_memory::GuestMemoryAtomic;
+use vm_memory::{GuestAddressSpace, GuestMemoryAtomic};
 
 use virtio_snd_wire as wire;
 use virtio_snd_wire::formats::PcmParams;
@@ -50,6 +50,9 @@ pub(crate) struct State {
     /// Per queue: the guest broke its ring (see `broken`).
     broken: [bool; wire::NUM_QUEUES],
     pub(crate) shutdown: bool,
+    /// Bumped when the guest's driver state goes (disconnect, reset): a period
+    /// copied across that is not completed.
+    epoch: u64,
     /// Threads in `wait_playback`: queuing playback I/O only notifies when there are
     /// any (a condvar notification is a system call even when nobody waits).
     data_waiters: usize,
@@ -85,6 +88,7 @@ impl Card {
                 stopped: [None; wire::NUM_QUEUES],
                 broken: [false; wire::NUM_QUEUES],
                 shutdown: false,
+                epoch: 0,
                 data_waiters: 0,
             }),
             cond: Condvar::new(),
@@ -174,6 +178,7 @@ impl Card {
         let released = {
             let mut st = self.lock();
             also(&mut st);
+            st.epoch = st.epoch.wrapping_add(1);
             st.stopped = [None; wire::NUM_QUEUES];
             st.broken = [false; wire::NUM_QUEUES];
             Direction::ALL
@@ -215,6 +220,10 @@ impl Card {
         };
         let ev_params = {
             let mut st = self.lock();
+            if req == PcmRequest::Release {
+                // The period in copy is returned before RELEASE is answered too.
+                st = self.copy_done(st, dir);
+            }
             let s = st.stream(dir);
             let applied = s.state.apply(req).filter(|(next, _)| {
                 // A stream released before it ever had parameters cannot run.
@@ -272,14 +281,18 @@ impl Card {
     /// returned full of silence so that the guest's pointer stays period-aligned.
     fn return_pending(&self, st: &mut State, dir: Direction) {
         let pending: Vec<IoMessage> = st.stream(dir).pending.drain(..).collect();
+        let mem = st.mem.as_ref().map(|m| m.memory());
         for msg in pending {
-            let data = (dir == Direction::Capture).then(|| {
+            let data_ok = dir == Direction::Playback || {
                 let n = msg.data_len() as usize;
-                st.stream(dir)
+                let silence = st
+                    .stream(dir)
                     .params
-                    .map_or_else(|| vec![0; n], |p| p.silence(n))
-            });
-            Self::complete(st, dir, &msg, wire::S_OK, 0, data.as_deref());
+                    .map_or_else(|| vec![0; n], |p| p.silence(n));
+                mem.as_ref()
+                    .is_some_and(|m| msg.data.write(m, &silence).is_ok())
+            };
+            Self::complete(st, dir, &msg, wire::S_OK, 0, data_ok);
         }
     }
 

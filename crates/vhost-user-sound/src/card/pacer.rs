@@ -74,7 +74,7 @@ impl Card {
         if st.stream(dir).generation != generation || st.stream(dir).pacing != Pacing::Internal {
             return true;
         }
-        let (frames, done) = self.run_period(&mut st, dir, None);
+        let (mut st, frames, done) = self.run_period(st, dir, None);
         if done {
             self.poll_ring(&mut st, dir);
         }
@@ -123,7 +123,7 @@ impl Card {
         }
         s.covered += 1;
         s.element_tick = Some(tick + period_ns);
-        let (_, done) = self.run_period(&mut st, dir, None);
+        let (mut st, _, done) = self.run_period(st, dir, None);
         if done {
             self.poll_ring(&mut st, dir);
         }

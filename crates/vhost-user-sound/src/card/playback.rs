@@ -45,7 +45,7 @@ impl Card {
             return Playback::Idle;
         };
         let mut data = Vec::with_capacity(params.period_bytes as usize);
-        let (_, done) = self.run_period(&mut st, Direction::Playback, Some(&mut data));
+        let (mut st, _, done) = self.run_period(st, Direction::Playback, Some(&mut data));
         if !done {
             return Playback::Idle;
         }
@@ -80,10 +80,11 @@ impl Card {
                     let since = s.last_completion.map_or(period, |t| t.elapsed());
                     if s.pending.len() > 1 || since >= period {
                         let mut data = Vec::new();
-                        while let (_, true) =
-                            self.run_period(&mut st, Direction::Playback, Some(&mut data))
-                        {
-                            if st.stream(Direction::Playback).pending.len() < 2 {
+                        loop {
+                            let (next, _, done) =
+                                self.run_period(st, Direction::Playback, Some(&mut data));
+                            st = next;
+                            if !done || st.stream(Direction::Playback).pending.len() < 2 {
                                 break;
                             }
                         }

@@ -215,21 +215,20 @@ impl Card {
         }
     }
 
-    /// Completes `msg`: capture data (if any) and the status go into guest memory, then
-    /// the descriptor goes back on the used ring.
+    /// Completes `msg`: its status goes into guest memory and the descriptor back on
+    /// the used ring. A capture message's data was written already, if `data_ok`.
     pub(super) fn complete(
         st: &State,
         dir: Direction,
         msg: &IoMessage,
         status: u32,
         latency_bytes: u32,
-        capture: Option<&[u8]>,
+        data_ok: bool,
     ) {
         let Some(mem) = st.mem.as_ref().map(|m| m.memory()) else {
             return;
         };
-        let ok = capture.is_none_or(|d| msg.data.write(&mem, d).is_ok())
-            && io::write_status(&mem, &msg.status, status, latency_bytes).is_ok();
+        let ok = data_ok && io::write_status(&mem, &msg.status, status, latency_bytes).is_ok();
         let len = if ok {
             msg.used_len(dir == Direction::Playback)
         } else {

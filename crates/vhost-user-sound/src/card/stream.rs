@@ -124,6 +124,10 @@ pub(super) struct Stream {
     /// Playback only: what the pipeline behind vhostsndsrc adds, told to the guest.
     pub(super) downstream_latency_ns: u64,
     pub(super) scratch: Vec<u8>,
+    /// A period's audio is being copied with the card unlocked (see `period`).
+    pub(super) copying: bool,
+    /// Threads waiting for that copy to end.
+    pub(super) copy_waiters: usize,
 }
 
 impl Stream {
@@ -146,6 +150,8 @@ impl Stream {
             covered: 0,
             downstream_latency_ns: 0,
             scratch: Vec::new(),
+            copying: false,
+            copy_waiters: 0,
         }
     }
 

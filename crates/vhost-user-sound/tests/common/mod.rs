@@ -11,7 +11,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock, RwLockReadGuard};
 use std::time::{Duration, Instant};
 
 use vhost_user_sound::{Device, Direction, PacerClock, PcmState};
-use virtio_snd_frontend::{Completion, FakeGuest, POISON};
+use virtio_snd_frontend::{Completion, FakeGuest, FakeGuestOptions, POISON};
 use virtio_snd_wire::formats::FMT_S16;
 use virtio_snd_wire::*;
 use vm_memory::ByteValued;
@@ -192,6 +192,11 @@ pub struct Rig {
 
 impl Rig {
     pub fn new(test: &str) -> (Rig, FakeGuest) {
+        Self::with_options(test, FakeGuestOptions::default())
+    }
+
+    /// [`new`](Self::new) with a guest set up by `opts`.
+    pub fn with_options(test: &str, opts: FakeGuestOptions) -> (Rig, FakeGuest) {
         let quiet = quiet();
         let path = sock_path(test);
         let dev = Device::acquire(&path).expect("device on a fresh socket");
@@ -203,7 +208,7 @@ impl Rig {
             };
             dev.card().set_clock(dir, Some(Arc::new(clock)));
         }
-        let g = connect(&path);
+        let g = FakeGuest::connect_with(&path, T, opts).expect("the fake guest connects");
         let rig = Rig {
             path,
             dev: Some(dev),
