@@ -5,44 +5,16 @@
 
 mod common;
 
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use common::*;
 use virtio_snd_wire::*;
 
-/// Counts the log lines at WARNING or above, and errors, of the device and the
-/// libraries it calls.
-struct Counter {
-    warnings: AtomicUsize,
-    errors: AtomicUsize,
-}
-
-impl log::Log for Counter {
-    fn enabled(&self, m: &log::Metadata) -> bool {
-        m.level() <= log::Level::Warn
-    }
-
-    fn log(&self, r: &log::Record) {
-        match r.level() {
-            log::Level::Error => self.errors.fetch_add(1, Ordering::Relaxed),
-            log::Level::Warn => self.warnings.fetch_add(1, Ordering::Relaxed),
-            _ => 0,
-        };
-    }
-
-    fn flush(&self) {}
-}
-
-static LOG: Counter = Counter {
-    warnings: AtomicUsize::new(0),
-    errors: AtomicUsize::new(0),
-};
+static LOG: LogCounter = LogCounter::new();
 
 #[test]
 fn broken_avail_indexes_stop_their_queue_and_nothing_else() {
-    log::set_logger(&LOG).expect("the only logger");
-    log::set_max_level(log::LevelFilter::Warn);
+    LOG.install();
     let (rig, mut g) = Rig::new("broken-rings");
     start_both(&mut g);
 
@@ -73,9 +45,8 @@ fn broken_avail_indexes_stop_their_queue_and_nothing_else() {
             t.elapsed()
         );
     }
-    let warnings = LOG.warnings.load(Ordering::Relaxed);
-    assert_eq!(warnings, 2, "one line per broken queue, not {warnings}");
-    assert_eq!(LOG.errors.load(Ordering::Relaxed), 0, "errors logged");
+    assert_eq!(LOG.warnings(), 2, "one line per broken queue");
+    assert_eq!(LOG.errors(), 0, "errors logged");
 
     // A driver that starts over (the guest reset the device) is served again.
     g.pause().unwrap();

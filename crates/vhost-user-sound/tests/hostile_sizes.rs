@@ -75,12 +75,18 @@ fn messages_larger_than_a_period_are_refused_uncopied() {
     // A gigabyte of playback: answered IO_ERR, at once.
     let (used, status, took) = aliased(&mut g, QUEUE_TX, PLAY, area);
     assert_eq!((used, status), (8, S_IO_ERR), "1 GiB tx message");
-    assert!(took < Duration::from_millis(100), "tx refusal took {took:?}");
+    assert!(
+        took < Duration::from_millis(100),
+        "tx refusal took {took:?}"
+    );
 
     // A gigabyte of capture: answered IO_ERR, and nothing written into it.
     let (used, status, took) = aliased(&mut g, QUEUE_RX, CAP, area);
     assert_eq!((used, status), (8, S_IO_ERR), "1 GiB rx message");
-    assert!(took < Duration::from_millis(100), "rx refusal took {took:?}");
+    assert!(
+        took < Duration::from_millis(100),
+        "rx refusal took {took:?}"
+    );
     for m in marks {
         assert_eq!(
             g.read_ram(area + m, 1).unwrap(),
@@ -188,4 +194,20 @@ fn control_answers_fast_while_the_largest_periods_stream() {
     });
     let played = g.wait_io(QUEUE_TX, T).unwrap().len();
     assert!(played > 0, "no playback period completed");
+}
+
+#[test]
+fn a_stream_queues_at_most_its_ring() {
+    let (_rig, mut g) = Rig::new("republished-head");
+    setup(&mut g, PLAY);
+    // Prepared, not started: everything queued stays queued.
+    let tok = tx(&mut g, 1);
+    for _ in 1..64 {
+        g.republish(tok).unwrap();
+    }
+    assert_quiet(&mut g, QUEUE_TX, "64 queued messages, the ring's size");
+    // One more than the ring holds is refused.
+    g.republish(tok).unwrap();
+    let c = g.wait_token(tok, T).expect("the 65th message is answered");
+    assert_eq!((c.status(), c.used_len), (Some(S_IO_ERR), 8));
 }

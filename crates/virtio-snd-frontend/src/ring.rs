@@ -156,6 +156,13 @@ impl DriverRing {
             self.free_chain(head);
             return Err(e);
         }
+        self.publish(ram, head)?;
+        Ok(head)
+    }
+
+    /// Puts `head` in the next avail ring entry and publishes it. Publishing a chain
+    /// already in flight again is what a hostile driver does.
+    pub(crate) fn publish(&mut self, ram: &GuestRam, head: u16) -> io::Result<()> {
         let slot = self.avail_idx % self.size;
         ram.write(
             self.avail_gpa + 4 + 2 * u64::from(slot),
@@ -169,8 +176,7 @@ impl DriverRing {
                 GuestAddress(self.avail_gpa + 2),
                 Ordering::Release,
             )
-            .map_err(|e| io::Error::other(format!("publishing avail idx: {e}")))?;
-        Ok(head)
+            .map_err(|e| io::Error::other(format!("publishing avail idx: {e}")))
     }
 
     fn write_chain(&self, ram: &GuestRam, head: u16, descs: &[RawDesc]) -> io::Result<()> {

@@ -7,6 +7,7 @@
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock, RwLockReadGuard};
 use std::time::{Duration, Instant};
 
@@ -424,4 +425,50 @@ pub fn cpu_time() -> Duration {
         Duration::from_secs(t.tv_sec as u64) + Duration::from_micros(t.tv_usec as u64)
     };
     tv(ru.ru_utime) + tv(ru.ru_stime)
+}
+
+/// Counts the log lines at WARNING and at ERROR, of the device and of the libraries it
+/// calls, after `log_limit::screen` as the plugin's and the daemon's loggers do.
+pub struct LogCounter {
+    warnings: AtomicUsize,
+    errors: AtomicUsize,
+}
+
+impl LogCounter {
+    pub const fn new() -> Self {
+        LogCounter {
+            warnings: AtomicUsize::new(0),
+            errors: AtomicUsize::new(0),
+        }
+    }
+
+    /// Makes this the process's logger (once per test binary).
+    pub fn install(&'static self) {
+        log::set_logger(self).expect("the only logger");
+        log::set_max_level(log::LevelFilter::Warn);
+    }
+
+    pub fn warnings(&self) -> usize {
+        self.warnings.load(Ordering::Relaxed)
+    }
+
+    pub fn errors(&self) -> usize {
+        self.errors.load(Ordering::Relaxed)
+    }
+}
+
+impl log::Log for LogCounter {
+    fn enabled(&self, m: &log::Metadata) -> bool {
+        m.level() <= log::Level::Warn
+    }
+
+    fn log(&self, r: &log::Record) {
+        match vhost_user_sound::log_limit::screen(r) {
+            Some((log::Level::Error, _)) => self.errors.fetch_add(1, Ordering::Relaxed),
+            Some((log::Level::Warn, _)) => self.warnings.fetch_add(1, Ordering::Relaxed),
+            _ => 0,
+        };
+    }
+
+    fn flush(&self) {}
 }

@@ -1,6 +1,8 @@
 //! What QEMU does to a running device besides I/O: stopping and starting its rings
-//! when the VM is paused and resumed (virsh suspend/resume, snapshots), and the new
-//! rings of a guest driver that reset the device (reboot, module reload).
+//! when the VM is paused and resumed (virsh suspend/resume, snapshots), the new
+//! rings of a guest driver that reset the device (reboot, module reload), and what a
+//! hostile frontend does: swapping guest RAM under running rings, publishing a chain
+//! twice.
 
 use super::*;
 
@@ -96,5 +98,44 @@ impl FakeGuest {
         self.frontend
             .reset_device()
             .map_err(|e| session::vu_err("RESET_DEVICE", e))
+    }
+
+    /// SET_MEM_TABLE with fresh zeroed RAM of the same size while the rings run, as a
+    /// hostile or broken frontend might: the rings the device serves now read as
+    /// zeroes, and the driver's own state goes with the old RAM (nothing is in flight,
+    /// the rings are empty at index 0). [`reset_device`](Self::reset_device) and
+    /// [`restart_driver`](Self::restart_driver) make a working device of it again.
+    pub fn swap_memory(&mut self) -> io::Result<()> {
+        let size = self.opts.queue_size;
+        let reserved = (ring_bytes(size) * NUM_QUEUES as u64).max(RING_AREA);
+        let ram = GuestRam::new(self.opts.mem_size, reserved)?;
+        session::set_mem_table(&self.frontend, &ram)?;
+        self.ram = ram;
+        let event_idx = self.event_idx();
+        for qs in &mut self.queues {
+            let mut ring = DriverRing::new(qs.ring.desc_gpa, size)?;
+            ring.set_event_idx(event_idx);
+            qs.ring = ring;
+            qs.slots.iter_mut().for_each(|s| *s = None);
+            qs.ready.clear();
+        }
+        Ok(())
+    }
+
+    /// Publishes the chain of `token`, still in flight, once more on its queue's avail
+    /// ring (and kicks, if auto-kick is on): the device sees the same head index again.
+    pub fn republish(&mut self, token: Token) -> io::Result<()> {
+        let q = token.queue();
+        self.check_queue(q)?;
+        let head = self.queues[q]
+            .slots
+            .iter()
+            .position(|s| s.as_ref().is_some_and(|f| f.token == token))
+            .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "the chain is not in flight"))?;
+        self.queues[q].ring.publish(&self.ram, head as u16)?;
+        if self.auto_kick {
+            self.kick_if_needed(q)?;
+        }
+        Ok(())
     }
 }
