@@ -16,17 +16,6 @@ use virtio_snd_wire::*;
 
 const ALIAS: u64 = 256 << 20;
 
-/// This process's resident memory, in bytes.
-fn rss() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        .expect("VmRSS")
-        * 1024
-}
-
 /// Submits `[xfer][4 x the same 256 MiB area][status]` on `queue` and returns the
 /// completion's used length and status, and how long the device took.
 fn aliased(g: &mut FakeGuest, queue: usize, stream: u32, area: u64) -> (u32, u32, Duration) {
@@ -70,7 +59,7 @@ fn messages_larger_than_a_period_are_refused_uncopied() {
     for m in marks {
         g.write_ram(area + m, &[POISON]).unwrap();
     }
-    let before = rss();
+    let before = rss_kib() * 1024;
 
     // A gigabyte of playback: answered IO_ERR, at once.
     let (used, status, took) = aliased(&mut g, QUEUE_TX, PLAY, area);
@@ -94,7 +83,7 @@ fn messages_larger_than_a_period_are_refused_uncopied() {
             "capture data written at +{m}"
         );
     }
-    let grown = rss().saturating_sub(before);
+    let grown = (rss_kib() * 1024).saturating_sub(before);
     assert!(grown < 16 << 20, "RSS grew by {grown} bytes");
 
     // One frame over a period is refused too; a whole period is queued.

@@ -414,6 +414,16 @@ pub fn assert_unused(used_len: u32, written: &[u8], what: &str) {
     );
 }
 
+/// This process's resident memory, in KiB.
+pub fn rss_kib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
 /// This process's CPU time so far (user and system).
 pub fn cpu_time() -> Duration {
     // SAFETY: getrusage fills the struct we pass; a zeroed rusage is a valid value.
