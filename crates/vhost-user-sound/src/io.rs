@@ -19,6 +19,10 @@ pub type GuestMem = GuestMemoryMmap<()>;
 const XFER_LEN: u32 = std::mem::size_of::<PcmXfer>() as u32;
 const STATUS_LEN: u32 = std::mem::size_of::<PcmStatus>() as u32;
 
+/// Most descriptors a chain may have: QEMU's VIRTQUEUE_MAX_SIZE. Linux stays well
+/// below it: a period of MAX_PERIOD_BYTES in 4 KiB pages is 515 descriptors at most.
+pub const MAX_CHAIN: usize = 1024;
+
 /// A run of guest memory.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Seg {
@@ -131,9 +135,16 @@ where
     let mut writable = Vec::new();
     let (mut rlen, mut wlen) = (0u32, 0u32);
     let mut ended = true;
-    for desc in chain {
-        // The iterator stops quietly at a loop (after queue-size descriptors) or a bad
-        // `next`; the last descriptor then still says there is more.
+    for (n, desc) in chain.enumerate() {
+        // The ring bounds a direct chain, but an indirect table may hold 65535 entries
+        // and each kept one costs 16 bytes until the message completes: a queue of 64
+        // messages all pointing at one such table would hold 64 MiB of the device's.
+        if n >= MAX_CHAIN {
+            return Err("more than MAX_CHAIN descriptors in the chain");
+        }
+        // The iterator stops quietly at a loop (after queue-size descriptors, or the
+        // table's size), a bad `next` or a nested table; the last descriptor then still
+        // says there is more.
         ended = !desc.has_next();
         let seg = Seg {
             addr: desc.addr(),

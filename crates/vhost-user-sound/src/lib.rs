@@ -93,5 +93,6 @@ mod server;
 pub use card::{Card, DeviceEvent, Direction, Listener, Pacing, Playback, StreamSnapshot};
 pub use clock::{MonotonicClock, PacerClock};
 pub use control::{Topology, MAX_INFO_SIZE, MAX_PERIOD_BYTES};
+pub use io::MAX_CHAIN;
 pub use pcm::{PcmRequest, PcmState};
 pub use registry::{Claim, Device, Error};
