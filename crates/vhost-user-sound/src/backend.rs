@@ -10,7 +10,9 @@ use vhost_user_backend::{VhostUserBackend, VringRwLock, VringT};
 use virtio_bindings::virtio_config::VIRTIO_F_VERSION_1;
 use virtio_bindings::virtio_ring::{VIRTIO_RING_F_EVENT_IDX, VIRTIO_RING_F_INDIRECT_DESC};
 use virtio_queue::QueueT;
-use vm_memory::{ByteValued, GuestAddressSpace, GuestMemoryAtomic};
+use vm_memory::{
+    ByteValued, GuestAddressSpace, GuestMemoryAtomic, GuestMemoryBackend, GuestMemoryRegion,
+};
 use vmm_sys_util::epoll::EventSet;
 use vmm_sys_util::event::{
     new_event_consumer_and_notifier, EventConsumer, EventFlag, EventNotifier,
@@ -29,6 +31,11 @@ const QUEUE_SIZE: usize = 64;
 pub struct SndBackend {
     card: Arc<Card>,
     exit_fds: Arc<Mutex<Vec<OwnedFd>>>,
+    /// Held while one control request is taken, answered and returned. QEMU reads
+    /// where the ring stands right after stopping it (GET_VRING_BASE): a request
+    /// taken before and returned after would be answered on a stopped ring, into the
+    /// rings of whatever driver comes next.
+    serving_control: Arc<Mutex<()>>,
 }
 
 impl SndBackend {
@@ -36,6 +43,7 @@ impl SndBackend {
         SndBackend {
             card,
             exit_fds: Arc::default(),
+            serving_control: Arc::default(),
         }
     }
 
@@ -60,7 +68,18 @@ impl SndBackend {
         }
         loop {
             loop {
-                let chain = vring.get_mut().get_queue_mut().pop_descriptor_chain(&*mem);
+                let _serving = self
+                    .serving_control
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner());
+                let chain = {
+                    let mut v = vring.get_mut();
+                    // Stopped (ready cleared) before stop_vring waits for us.
+                    if !v.get_queue().ready() {
+                        break;
+                    }
+                    v.get_queue_mut().pop_descriptor_chain(&*mem)
+                };
                 let Some(chain) = chain else { break };
                 let head = chain.head_index();
                 let len = control::handle(&self.card, chain, &mem);
@@ -130,7 +149,15 @@ impl VhostUserBackend for SndBackend {
         out
     }
 
+    /// A region larger than what its file holds would be mapped all the same, and the
+    /// first touch past the file's end kills the process (SIGBUS): such a table is
+    /// refused, and the device touches no guest memory until a good one comes.
     fn update_memory(&self, mem: GuestMemoryAtomic<GuestMem>) -> stdio::Result<()> {
+        if let Err(e) = backed_by_files(&mem.memory()) {
+            self.card.forget_memory();
+            limited!(Level::Warn, "memory table refused: {e}");
+            return Err(e);
+        }
         self.card.set_memory(mem);
         Ok(())
     }
@@ -156,6 +183,11 @@ impl VhostUserBackend for SndBackend {
     }
 
     fn stop_vring(&self, queue_index: u32) -> stdio::Result<()> {
+        let _no_request_in_flight = (queue_index as usize == QUEUE_CONTROL).then(|| {
+            self.serving_control
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+        });
         self.card.ring_stopped(queue_index as usize);
         Ok(())
     }
@@ -194,4 +226,27 @@ impl VhostUserBackend for SndBackend {
         }
         Ok(())
     }
+}
+
+/// Checks that every region lies within the file it maps.
+fn backed_by_files(mem: &GuestMem) -> stdio::Result<()> {
+    for region in mem.iter() {
+        let Some(fo) = region.file_offset() else {
+            continue;
+        };
+        let end = fo.start().checked_add(region.len());
+        let size = fo.file().metadata()?.len();
+        if end.is_none_or(|end| end > size) {
+            return Err(stdio::Error::new(
+                stdio::ErrorKind::InvalidInput,
+                format!(
+                    "a region of {} bytes at file offset {} lies past the end of its \
+                     {size}-byte file",
+                    region.len(),
+                    fo.start()
+                ),
+            ));
+        }
+    }
+    Ok(())
 }

@@ -55,13 +55,19 @@ impl Card {
     }
 
     /// [`queue_usable`](Self::queue_usable) for the control queue, whose requests are
-    /// served outside the card lock.
+    /// served outside the card lock; nor while QEMU has the ring stopped (requests
+    /// the guest queued during a pause wait for the ring to run again).
     pub(crate) fn control_usable<M: GuestMemory>(
         &self,
         queue: usize,
         vring: &VringRwLock,
         mem: &M,
     ) -> bool {
-        Self::queue_usable(&mut self.lock(), queue, vring, mem)
+        let mut st = self.lock();
+        let running = st.stopped.get(queue).is_some_and(Option::is_none) && {
+            let v = vring.get_ref();
+            v.is_enabled() && v.get_queue().ready()
+        };
+        running && Self::queue_usable(&mut st, queue, vring, mem)
     }
 }

@@ -46,7 +46,7 @@ pub(crate) struct State {
     mem: Option<GuestMemoryAtomic<GuestMem>>,
     connected: bool,
     /// Per queue: where the ring stood when QEMU stopped it, until it runs again.
-    stopped: [Option<pause::RingPlace>; wire::NUM_QUEUES],
+    stopped: [Option<pause::Stopped>; wire::NUM_QUEUES],
     /// Per queue: the guest broke its ring (see `broken`).
     broken: [bool; wire::NUM_QUEUES],
     pub(crate) shutdown: bool,
@@ -139,6 +139,12 @@ impl Card {
         self.lock().mem = Some(mem);
     }
 
+    /// The frontend's memory cannot be used: nothing touches guest RAM until it sends
+    /// a table that can.
+    pub(crate) fn forget_memory(&self) {
+        self.lock().mem = None;
+    }
+
     pub(crate) fn memory(&self) -> Option<GuestMemoryAtomic<GuestMem>> {
         self.lock().mem.clone()
     }
@@ -163,23 +169,29 @@ impl Card {
             st.connected = false;
             st.vrings = None;
             st.mem = None;
+            st.stopped = [None; wire::NUM_QUEUES];
         });
         self.listeners.emit(DeviceEvent::Disconnected);
     }
 
-    /// RESET_DEVICE: the guest driver went away, so the streams start over.
+    /// RESET_DEVICE: the guest driver went away, so the streams start over. Rings
+    /// QEMU stopped stay stopped until it starts them again for the new driver (it
+    /// resets a stopped device), but they no longer belong to the old one.
     pub(crate) fn reset(&self) {
-        self.reset_with(|_| {});
+        self.reset_with(|st| {
+            for s in st.stopped.iter_mut().flatten() {
+                *s = pause::Stopped::Reset;
+            }
+        });
     }
 
-    /// Resets both streams (and forgets stopped and broken rings) after `also`, under one lock,
+    /// Resets both streams (and forgets broken rings) after `also`, under one lock,
     /// and tells the listeners which streams the guest lost.
     fn reset_with(&self, also: impl FnOnce(&mut State)) {
         let released = {
             let mut st = self.lock();
             also(&mut st);
             st.epoch = st.epoch.wrapping_add(1);
-            st.stopped = [None; wire::NUM_QUEUES];
             st.broken = [false; wire::NUM_QUEUES];
             Direction::ALL
                 .iter()

@@ -43,6 +43,17 @@ impl RingPlace {
     }
 }
 
+/// A ring QEMU stopped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Stopped {
+    /// Where it stood: a ring that comes back there resumes, one that comes back
+    /// elsewhere belongs to a new driver.
+    At(RingPlace),
+    /// The device was reset meanwhile: the ring comes back for a new driver, whose
+    /// streams were reset already.
+    Reset,
+}
+
 /// The streams whose requests or I/O travel on `queue`: the control queue carries
 /// both streams' requests, so a new driver there means both start over.
 fn streams_of(queue: usize) -> &'static [Direction] {
@@ -65,7 +76,7 @@ impl Card {
             .and_then(|v| v.get(queue))
             .map(RingPlace::of);
         if let Some(slot) = st.stopped.get_mut(queue) {
-            *slot = place;
+            *slot = place.map(Stopped::At);
         }
         for dir in streams_of(queue) {
             st.stream(*dir).changed();
@@ -91,7 +102,14 @@ impl Card {
             };
             let now = RingPlace::of(vring);
             st.stopped[queue] = None;
-            if now == was {
+            if was == Stopped::Reset {
+                limited!(Level::Debug, "queue {queue} started for a new driver");
+                st.broken[queue] = false;
+                for dir in streams_of(queue) {
+                    st.stream(*dir).changed();
+                }
+                Vec::new()
+            } else if was == Stopped::At(now) {
                 limited!(Level::Debug, "queue {queue} resumed where it stopped");
                 for dir in streams_of(queue) {
                     st.stream(*dir).changed();
@@ -103,6 +121,17 @@ impl Card {
                     "queue {queue} came back reset: the guest's driver started over"
                 );
                 st.broken[queue] = false;
+                if queue == QUEUE_CONTROL {
+                    // Both streams start over now. The new driver's tx and rx rings
+                    // may be enabled only after its first requests were served
+                    // (QEMU does not wait for SET_VRING_ENABLE to be handled):
+                    // resetting the streams again then would undo those requests.
+                    for q in [QUEUE_TX, QUEUE_RX] {
+                        if let Some(s) = st.stopped.get_mut(q).and_then(Option::as_mut) {
+                            *s = Stopped::Reset;
+                        }
+                    }
+                }
                 streams_of(queue)
                     .iter()
                     .filter_map(|d| Self::reset_stream(st.stream(*d)))
