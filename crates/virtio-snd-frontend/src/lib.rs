@@ -29,6 +29,7 @@ mod echo_device;
 mod guest;
 mod memory;
 mod options;
+pub mod raw;
 mod ring;
 #[cfg(test)]
 mod selftest;

@@ -1,0 +1,663 @@
+//! Drawing inputs: well-formed messages most of the time (so that the device gets
+//! deep into its states), laid out in descriptors correctly or not, and a share of
+//! everything a hostile guest or VMM can send.
+
+use rand::rngs::Xoshiro256PlusPlus;
+use rand::{RngExt, SeedableRng};
+use virtio_snd_wire::formats::{CHANNELS_MAX, CHANNELS_MIN, FORMATS, RATES};
+use virtio_snd_wire::*;
+
+use crate::arena::{MAX_BUF, TABLE_BYTES};
+use crate::input::{Action, Buf, Chain, Connect, DescSpec, Hostile, Part};
+use crate::vhost_user;
+
+/// VRING_DESC_F_INDIRECT.
+pub const F_INDIRECT: u16 = 4;
+/// Every control request code the device knows, and a few it does not.
+const CODES: [u32; 12] = [
+    R_JACK_INFO,
+    R_JACK_REMAP,
+    R_PCM_INFO,
+    R_PCM_SET_PARAMS,
+    R_PCM_PREPARE,
+    R_PCM_RELEASE,
+    R_PCM_START,
+    R_PCM_STOP,
+    R_CHMAP_INFO,
+    0,
+    0x0106,
+    0x0201,
+];
+
+/// The generator's idea of a stream, from the requests it drew (not from the
+/// device's answers, which would make inputs depend on timing).
+#[derive(Clone, Copy)]
+struct StreamModel {
+    frame: u32,
+    period: u32,
+}
+
+pub struct Generator {
+    rng: Xoshiro256PlusPlus,
+    streams: [StreamModel; 2],
+    queue_size: u16,
+    paused: bool,
+    stray_links: bool,
+    known_bugs: bool,
+}
+
+/// The rng of one batch: a function of the run's seed and the batch's iteration only.
+pub fn batch_rng(seed: u64, iteration: u64) -> Xoshiro256PlusPlus {
+    // splitmix64's finaliser, so that neighbouring iterations get unrelated streams.
+    let mut z = seed ^ iteration.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    Xoshiro256PlusPlus::seed_from_u64(z ^ (z >> 31))
+}
+
+impl Generator {
+    /// `known_bugs`: also draw the inputs that find device bugs already reported
+    /// and not fixed yet (see [`vhost_user::generate`]).
+    pub fn new(rng: Xoshiro256PlusPlus, known_bugs: bool) -> Self {
+        let default = StreamModel {
+            frame: 4,
+            period: 1920,
+        };
+        Generator {
+            rng,
+            streams: [default; 2],
+            queue_size: 64,
+            paused: false,
+            stray_links: false,
+            known_bugs,
+        }
+    }
+
+    /// One batch: the connection it starts with, then `n` actions.
+    pub fn batch(&mut self, n: usize) -> (Connect, Vec<Action>) {
+        let connect = self.connect();
+        self.stray_links = self.chance(0.4);
+        let actions = (0..n).map(|_| self.action()).collect();
+        (connect, actions)
+    }
+
+    fn connect(&mut self) -> Connect {
+        let queue_size = [64, 64, 64, 32, 16, 8][self.rng.random_range(0..6)];
+        self.queue_size = queue_size;
+        self.paused = false;
+        Connect {
+            queue_size,
+            event_idx: self.rng.random_bool(0.7),
+            indirect: self.rng.random_bool(0.6),
+            event_buffers: self.rng.random_range(0..=queue_size),
+        }
+    }
+
+    fn chance(&mut self, p: f64) -> bool {
+        self.rng.random_bool(p)
+    }
+
+    fn action(&mut self) -> Action {
+        let roll = self.rng.random_range(0..1000u32);
+        match roll {
+            0..250 => Action::Control(self.pcm_request()),
+            250..400 => Action::Control(self.control_request()),
+            400..650 => {
+                let (queue, chain) = self.io();
+                Action::Io { queue, chain }
+            }
+            650..700 => Action::Io {
+                queue: self.rng.random_range(0..NUM_QUEUES),
+                chain: self.garbage_chain(),
+            },
+            700..730 => Action::Io {
+                queue: QUEUE_EVENT,
+                chain: self.event_buffer(),
+            },
+            730..850 => Action::Tick { ns: self.tick() },
+            850..910 => Action::Harvest,
+            910..935 => Action::Kick {
+                queue: self.rng.random_range(0..NUM_QUEUES),
+            },
+            935..945 => Action::AutoKick(self.chance(0.6)),
+            945..955 if !self.paused => {
+                self.paused = true;
+                Action::Pause
+            }
+            945..975 if self.paused => {
+                self.paused = false;
+                let mut skew = [0u16; 4];
+                if self.chance(0.1) {
+                    skew[self.rng.random_range(0..4)] = self.rng.random();
+                }
+                Action::Resume { skew }
+            }
+            975..980 => {
+                self.paused = false;
+                Action::Reboot {
+                    reset: self.chance(0.7),
+                }
+            }
+            980..983 => Action::AvailIdx {
+                queue: self.rng.random_range(0..NUM_QUEUES),
+                idx: self.rng.random(),
+            },
+            983..985 => {
+                let c = self.connect();
+                Action::Reconnect(c)
+            }
+            985..989 => {
+                self.paused = false;
+                let session = vhost_user::generate(&mut self.rng, self.known_bugs);
+                let then = self.connect();
+                Action::VhostUser { session, then }
+            }
+            _ => Action::Harvest,
+        }
+    }
+
+    fn tick(&mut self) -> u64 {
+        match self.rng.random_range(0..10) {
+            0 => self.rng.random_range(0..1_000_000),
+            1..=7 => self.rng.random_range(1_000_000..30_000_000),
+            8 => self.rng.random_range(30_000_000..300_000_000),
+            _ => self.rng.random_range(1_000_000_000..5_000_000_000),
+        }
+    }
+
+    fn stream(&mut self) -> u32 {
+        match self.rng.random_range(0..20) {
+            0 => 2,
+            1 => self.rng.random(),
+            n => n % 2,
+        }
+    }
+
+    fn model(&self, stream: u32) -> StreamModel {
+        self.streams[(stream as usize).min(1)]
+    }
+
+    /// A state-machine step on a stream: mostly the requests Linux sends, in a
+    /// plain layout.
+    fn pcm_request(&mut self) -> Chain {
+        let stream = self.stream();
+        let code = match self.rng.random_range(0..10) {
+            0..3 => R_PCM_SET_PARAMS,
+            3..5 => R_PCM_PREPARE,
+            5..7 => R_PCM_START,
+            7..9 => R_PCM_STOP,
+            _ => R_PCM_RELEASE,
+        };
+        let req = if code == R_PCM_SET_PARAMS {
+            self.set_params(stream, true)
+        } else {
+            pcm_hdr(code, stream)
+        };
+        let parts = vec![Part::Read(req), Part::Write(4)];
+        if self.chance(0.9) {
+            plain(parts)
+        } else {
+            self.layout(parts)
+        }
+    }
+
+    fn set_params(&mut self, stream: u32, valid: bool) -> Vec<u8> {
+        let (format, size) = FORMATS[self.rng.random_range(0..FORMATS.len())];
+        let (rate, _) = RATES[self.rng.random_range(0..RATES.len())];
+        let channels = self.rng.random_range(CHANNELS_MIN..=CHANNELS_MAX);
+        let frame = size * u32::from(channels);
+        let frames = match self.rng.random_range(0..4) {
+            0 => self.rng.random_range(1..64),
+            1 | 2 => self.rng.random_range(64..2048),
+            _ => self.rng.random_range(1..(MAX_BUF / frame).max(2)),
+        };
+        let period = frame * frames;
+        let buffer = period * self.rng.random_range(1..=8);
+        let mut fields = (buffer, period, 0u32, channels, format, rate, 0u8);
+        if valid {
+            if (stream as usize) < 2 {
+                self.streams[stream as usize] = StreamModel { frame, period };
+            }
+        } else {
+            match self.rng.random_range(0..8) {
+                0 => fields.0 = self.rng.random(),
+                1 => fields.1 = self.rng.random_range(0..4),
+                2 => fields.1 = self.rng.random(),
+                3 => fields.2 = self.rng.random(),
+                4 => fields.3 = self.rng.random(),
+                5 => fields.4 = self.rng.random(),
+                6 => fields.5 = self.rng.random(),
+                _ => fields.6 = self.rng.random(),
+            }
+        }
+        let mut v = pcm_hdr(R_PCM_SET_PARAMS, stream);
+        v.extend_from_slice(&fields.0.to_le_bytes());
+        v.extend_from_slice(&fields.1.to_le_bytes());
+        v.extend_from_slice(&fields.2.to_le_bytes());
+        v.extend_from_slice(&[fields.3, fields.4, fields.5, fields.6]);
+        v
+    }
+
+    /// Any control request: every code, random fields, wrong lengths, odd response
+    /// areas, in any layout.
+    fn control_request(&mut self) -> Chain {
+        let code = if self.chance(0.9) {
+            CODES[self.rng.random_range(0..CODES.len())]
+        } else {
+            self.rng.random()
+        };
+        let mut req = match code {
+            R_JACK_INFO | R_PCM_INFO | R_CHMAP_INFO => {
+                let start = self.small_or_any(4);
+                let count = self.small_or_any(4);
+                let size = match self.rng.random_range(0..4) {
+                    0 => 32,
+                    1 => 24,
+                    2 => self.rng.random_range(0..512),
+                    _ => self.rng.random(),
+                };
+                let mut v = code.to_le_bytes().to_vec();
+                for f in [start, count, size] {
+                    v.extend_from_slice(&f.to_le_bytes());
+                }
+                v
+            }
+            R_PCM_SET_PARAMS => {
+                let stream = self.stream();
+                let valid = self.chance(0.3);
+                self.set_params(stream, valid)
+            }
+            _ => {
+                let stream = self.stream();
+                pcm_hdr(code, stream)
+            }
+        };
+        match self.rng.random_range(0..6) {
+            0 => req.truncate(self.rng.random_range(0..=req.len())),
+            1 => {
+                let n = self.rng.random_range(1..64);
+                req.extend((0..n).map(|_| self.rng.random::<u8>()));
+            }
+            _ => {}
+        }
+        let resp = match self.rng.random_range(0..8) {
+            0 => self.rng.random_range(0..8),
+            1 => 4,
+            2 => self.rng.random_range(8..2048),
+            3 => MAX_BUF,
+            _ => 4 + 32 * self.rng.random_range(0..8),
+        };
+        let parts = vec![Part::Read(req), Part::Write(resp)];
+        if self.chance(0.5) {
+            plain(parts)
+        } else {
+            self.layout(parts)
+        }
+    }
+
+    fn small_or_any(&mut self, small: u32) -> u32 {
+        if self.chance(0.8) {
+            self.rng.random_range(0..small)
+        } else {
+            self.rng.random()
+        }
+    }
+
+    /// A playback or capture period, or something near it.
+    fn io(&mut self) -> (usize, Chain) {
+        let tx = self.chance(0.5);
+        let stream = if self.chance(0.9) {
+            u32::from(!tx)
+        } else {
+            self.stream()
+        };
+        let m = self.model(stream);
+        let len = match self.rng.random_range(0..12) {
+            0..7 => m.period,
+            7 => 0,
+            8 => m.frame * self.rng.random_range(1..4),
+            9 => self.rng.random_range(0..MAX_BUF),
+            10 => m.period + m.frame,
+            _ => m.period.saturating_sub(1),
+        }
+        .min(MAX_BUF);
+        let mut hdr = stream.to_le_bytes().to_vec();
+        if self.chance(0.05) {
+            hdr.truncate(self.rng.random_range(0..4));
+        }
+        let data = if tx {
+            Part::Fill {
+                len,
+                fill: self.rng.random(),
+            }
+        } else {
+            Part::Write(len)
+        };
+        let status = if self.chance(0.95) {
+            8
+        } else {
+            self.rng.random_range(0..16)
+        };
+        let mut parts = vec![Part::Read(hdr)];
+        if len > 0 || self.chance(0.5) {
+            parts.push(data);
+        }
+        parts.push(Part::Write(status));
+        let queue = if self.chance(0.95) {
+            if tx {
+                QUEUE_TX
+            } else {
+                QUEUE_RX
+            }
+        } else {
+            self.rng.random_range(0..NUM_QUEUES)
+        };
+        let chain = if self.chance(0.7) {
+            plain(parts)
+        } else {
+            self.layout(parts)
+        };
+        (queue, chain)
+    }
+
+    fn event_buffer(&mut self) -> Chain {
+        let parts = match self.rng.random_range(0..6) {
+            0 => vec![Part::Write(self.rng.random_range(0..8))],
+            1 => vec![Part::Read(vec![0; 8])],
+            2 => vec![Part::Write(4), Part::Write(4)],
+            _ => vec![Part::Write(8)],
+        };
+        if self.chance(0.6) {
+            plain(parts)
+        } else {
+            self.layout(parts)
+        }
+    }
+
+    /// Descriptors with no message in mind.
+    fn garbage_chain(&mut self) -> Chain {
+        let n = self.rng.random_range(1..=8);
+        let descs = (0..n).map(|_| self.random_desc(2)).collect();
+        let mut chain = Chain {
+            descs,
+            plain: false,
+        };
+        self.links(&mut chain.descs);
+        chain
+    }
+
+    fn random_desc(&mut self, depth: u32) -> DescSpec {
+        let writable = self.chance(0.5);
+        let len = self.len_any();
+        let buf = match self.rng.random_range(0..10) {
+            0..4 => Buf::Guest {
+                head: Vec::new(),
+                len: len.min(MAX_BUF),
+                fill: self.rng.random(),
+            },
+            4..6 => Buf::Hostile {
+                at: self.hostile(),
+                len,
+            },
+            6 | 7 if !writable => Buf::Anywhere {
+                offset: self.rng.random(),
+                len,
+            },
+            _ if depth > 0 => self.table_of(depth - 1),
+            _ => Buf::Hostile {
+                at: self.hostile(),
+                len,
+            },
+        };
+        let mut d = DescSpec::new(buf, writable);
+        self.maybe_flags(&mut d);
+        d
+    }
+
+    fn len_any(&mut self) -> u32 {
+        match self.rng.random_range(0..6) {
+            0 => 0,
+            1 => self.rng.random_range(1..16),
+            2 => [4, 8, 16, 32][self.rng.random_range(0..4)],
+            3 => self.rng.random_range(16..4096),
+            4 => self.rng.random_range(4096..=MAX_BUF),
+            _ => self.rng.random(),
+        }
+    }
+
+    fn hostile(&mut self) -> Hostile {
+        match self.rng.random_range(0..3) {
+            0 => Hostile::PastEnd(if self.chance(0.5) {
+                self.rng.random_range(0..4096)
+            } else {
+                self.rng.random_range(0..1 << 40)
+            }),
+            1 => Hostile::Straddle(self.rng.random_range(1..4096)),
+            _ => Hostile::Overflow(self.rng.random_range(0..4096)),
+        }
+    }
+
+    fn table_of(&mut self, depth: u32) -> Buf {
+        let n = match self.rng.random_range(0..8) {
+            0 => 0,
+            1 => 64,
+            _ => self.rng.random_range(1..8),
+        };
+        let mut entries: Vec<DescSpec> = (0..n).map(|_| self.random_desc(depth)).collect();
+        self.links(&mut entries);
+        Buf::Table {
+            entries,
+            len_adjust: self.len_adjust(),
+        }
+    }
+
+    fn len_adjust(&mut self) -> i32 {
+        match self.rng.random_range(0..10) {
+            0 => -self.rng.random_range(1..=16),
+            1 => self.rng.random_range(1..16),
+            2 => 16 * self.rng.random_range(1..=(TABLE_BYTES / 16) as i32),
+            3 => i32::MIN,
+            _ => 0,
+        }
+    }
+
+    /// Unusual flag bits now and then: INDIRECT only where the address is outside
+    /// RAM (a table read from a guest buffer could name the rings as writable).
+    fn maybe_flags(&mut self, d: &mut DescSpec) {
+        if !self.chance(0.05) {
+            return;
+        }
+        let mut flags: u16 = self.rng.random::<u16>() & !3;
+        if !matches!(d.buf, Buf::Hostile { .. }) {
+            flags &= !F_INDIRECT;
+        }
+        d.extra_flags = flags;
+    }
+
+    /// Loops and links past the end, now and then.
+    /// Links out of the chain reach other chains' descriptors, after which the
+    /// device may write anywhere in the writable pool: only some batches have them,
+    /// so that the others can check what the device wrote.
+    fn links(&mut self, descs: &mut [DescSpec]) {
+        let n = descs.len();
+        for d in descs.iter_mut() {
+            if self.rng.random_ratio(1, 12) {
+                d.link = Some(if self.stray_links && self.chance(0.3) {
+                    n + self.rng.random_range(0..300)
+                } else {
+                    self.rng.random_range(0..n)
+                });
+            }
+        }
+    }
+
+    /// A message's parts, laid out the way a broken or hostile driver might: split,
+    /// reordered, flipped, shortened, pointed outside RAM, linked in loops, or put
+    /// into indirect tables.
+    fn layout(&mut self, parts: Vec<Part>) -> Chain {
+        let mut descs = Vec::new();
+        for p in parts {
+            let pieces = match self.rng.random_range(0..10) {
+                0..6 => 1,
+                6..9 => self.rng.random_range(2..5),
+                _ => self.rng.random_range(5..40),
+            };
+            split(p, pieces, &mut descs, &mut self.rng);
+        }
+        for _ in 0..self.rng.random_range(0..3) {
+            let n = descs.len();
+            let i = self.rng.random_range(0..n);
+            match self.rng.random_range(0..7) {
+                0 => descs[i].writable = !descs[i].writable,
+                1 if i + 1 < n => descs.swap(i, i + 1),
+                2 => {
+                    let len = self.len_any();
+                    descs[i].buf = Buf::Hostile {
+                        at: self.hostile(),
+                        len,
+                    };
+                }
+                3 => set_len(&mut descs[i].buf, 0),
+                4 => {
+                    let d = self.random_desc(1);
+                    descs.insert(i, d);
+                }
+                5 => {
+                    descs.remove(i);
+                    if descs.is_empty() {
+                        descs.push(self.random_desc(0));
+                    }
+                }
+                _ => {
+                    let adj = self.rng.random_range(0..64);
+                    if let Buf::Guest { len, .. } = &mut descs[i].buf {
+                        *len = (*len + adj).min(MAX_BUF);
+                    }
+                }
+            }
+        }
+        let n = descs.len();
+        if self.chance(0.15) {
+            self.links(&mut descs);
+        }
+        for d in descs.iter_mut() {
+            self.maybe_flags(d);
+        }
+        if self.chance(0.35) {
+            // All or a tail of the descriptors go into an indirect table.
+            let from = if self.chance(0.8) {
+                0
+            } else {
+                self.rng.random_range(0..n)
+            };
+            let entries = descs.split_off(from);
+            let mut table = DescSpec::new(
+                Buf::Table {
+                    entries,
+                    len_adjust: if self.chance(0.8) {
+                        0
+                    } else {
+                        self.len_adjust()
+                    },
+                },
+                self.chance(0.05),
+            );
+            if self.chance(0.05) {
+                table.link = Some(0);
+            }
+            descs.push(table);
+            if self.chance(0.05) {
+                descs.push(self.random_desc(0));
+            }
+        }
+        descs.truncate(usize::from(self.queue_size));
+        Chain {
+            descs,
+            plain: false,
+        }
+    }
+}
+
+/// The parts as a correct driver lays them out: one descriptor each.
+fn plain(parts: Vec<Part>) -> Chain {
+    let descs = parts
+        .into_iter()
+        .map(|p| {
+            let (buf, writable) = part_buf(p);
+            DescSpec::new(buf, writable)
+        })
+        .collect();
+    Chain { descs, plain: true }
+}
+
+fn part_buf(p: Part) -> (Buf, bool) {
+    match p {
+        Part::Read(head) => {
+            let len = head.len() as u32;
+            (Buf::Guest { head, len, fill: 0 }, false)
+        }
+        Part::Fill { len, fill } => (
+            Buf::Guest {
+                head: Vec::new(),
+                len,
+                fill,
+            },
+            false,
+        ),
+        Part::Write(len) => (
+            Buf::Guest {
+                head: Vec::new(),
+                len: len.min(MAX_BUF),
+                fill: 0,
+            },
+            true,
+        ),
+    }
+}
+
+/// Splits one part into `pieces` descriptors at random points (some may be empty).
+fn split(p: Part, pieces: u32, out: &mut Vec<DescSpec>, rng: &mut Xoshiro256PlusPlus) {
+    let (buf, writable) = part_buf(p);
+    let Buf::Guest { head, len, fill } = buf else {
+        return;
+    };
+    if pieces <= 1 || len == 0 {
+        out.push(DescSpec::new(Buf::Guest { head, len, fill }, writable));
+        return;
+    }
+    let mut cuts: Vec<u32> = (1..pieces).map(|_| rng.random_range(0..=len)).collect();
+    cuts.push(0);
+    cuts.push(len);
+    cuts.sort_unstable();
+    for w in cuts.windows(2) {
+        let (a, b) = (w[0] as usize, w[1] as usize);
+        let piece_head = head
+            .get(a.min(head.len())..b.min(head.len()))
+            .unwrap_or(&[]);
+        out.push(DescSpec::new(
+            Buf::Guest {
+                head: piece_head.to_vec(),
+                len: (b - a) as u32,
+                fill: fill.wrapping_add(a as u32),
+            },
+            writable,
+        ));
+    }
+}
+
+fn set_len(buf: &mut Buf, n: u32) {
+    match buf {
+        Buf::Guest { len, head, .. } => {
+            *len = n;
+            head.truncate(n as usize);
+        }
+        Buf::Hostile { len, .. } | Buf::Anywhere { len, .. } => *len = n,
+        Buf::Table { len_adjust, .. } => *len_adjust = i32::MIN,
+    }
+}
+
+fn pcm_hdr(code: u32, stream: u32) -> Vec<u8> {
+    let mut v = code.to_le_bytes().to_vec();
+    v.extend_from_slice(&stream.to_le_bytes());
+    v
+}
