@@ -178,6 +178,54 @@ fn offline_completes_all_but_the_newest_period_at_once() {
 
 /// The test clock is the guest's clock: a period completes when, and only when, the
 /// pipeline clock reaches its end.
+/// The guest's first period is completed one period after its START, not wherever in
+/// the element's current tick START fell: the tick is cut short at START.
+#[test]
+fn a_start_mid_tick_is_completed_a_period_later() {
+    let socket = socket_path("src-start-mid-tick");
+    init();
+    let mut h = Harness::new("vhostsndsrc");
+    h.use_testclock();
+    h.element()
+        .unwrap()
+        .set_property("socket", socket.to_str().unwrap());
+    h.play();
+    let mut g = connect(&socket);
+    let p = params(formats::FMT_S16, 48000, 2, 4800);
+    let period = gst::ClockTime::from_mseconds(100);
+    start_playback(&mut g, &p);
+    for k in 0..2 {
+        g.submit_tx(0, &tone(&p, k * 4800, 4800)).unwrap();
+    }
+    // A whole tick of the guest's period, prepared but not started.
+    let clock = h.testclock().unwrap();
+    h.crank_single_clock_wait().unwrap();
+    let mut buf = h.pull().unwrap();
+    while buf.duration() != Some(period) {
+        h.crank_single_clock_wait().unwrap();
+        buf = h.pull().unwrap();
+    }
+    assert!(buf.flags().contains(gst::BufferFlags::GAP));
+    let tick = clock.time();
+
+    // START 40 ms into the next tick: silence up to START closes it.
+    clock.set_time(tick + gst::ClockTime::from_mseconds(40));
+    assert_eq!(g.start(0).unwrap(), S_OK);
+    let short = h.pull().unwrap();
+    assert!(short.flags().contains(gst::BufferFlags::GAP));
+    assert_eq!(short.duration(), Some(gst::ClockTime::from_mseconds(40)));
+    assert!(g.try_io(QUEUE_TX).unwrap().is_empty(), "completed at START");
+
+    // The first period ends a whole period after START.
+    h.crank_single_clock_wait().unwrap();
+    assert_eq!(clock.time(), tick + gst::ClockTime::from_mseconds(40) + period);
+    let first = h.pull().unwrap();
+    assert!(!first.flags().contains(gst::BufferFlags::GAP));
+    assert_eq!(first.duration(), Some(period));
+    assert!(*first.map_readable().unwrap() == *tone(&p, 0, 4800));
+    assert_eq!(g.wait_io(QUEUE_TX, TIMEOUT).unwrap().len(), 1);
+}
+
 #[test]
 fn live_source_paces_the_guest_by_the_pipeline_clock() {
     let socket = socket_path("src-pacing");

@@ -17,7 +17,7 @@ use gst_base::subclass::prelude::*;
 use crate::attach::Attached;
 use crate::audio;
 use crate::pipeline_clock::PipelineClock;
-use vhost_user_sound::{Card, Direction, PacerClock, Pacing, Playback};
+use vhost_user_sound::{Card, DeviceEvent, Direction, PacerClock, Pacing, PcmRequest, Playback};
 use virtio_snd_wire::formats::{self, PcmParams, DEFAULT_PARAMS};
 
 static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
@@ -157,30 +157,50 @@ impl VhostSndSrc {
 
     /// Live: one period per period of the pipeline clock.
     fn create_live(&self, card: &Card) -> Result<gst::Buffer, gst::FlowError> {
-        if let Some(p) = card.snapshot(Direction::Playback).params {
-            self.follow(p)?;
-        }
-        let obj = self.obj();
-        let clock = obj.clock();
-        let base_time = obj.base_time().unwrap_or(gst::ClockTime::ZERO);
-        let (ts, period) = {
-            let mut t = lock(&self.timing);
-            if t.base.is_none() {
-                let now = clock.as_ref().map_or(base_time, |c| c.time());
-                t.base = Some(now.saturating_sub(base_time));
-                t.samples = 0;
+        let period = loop {
+            if let Some(p) = card.snapshot(Direction::Playback).params {
+                self.follow(p)?;
             }
-            let p = t.params;
-            (t.next_ts(), u64::from(p.period_bytes / p.frame_bytes()))
-        };
-        let period_ns = formats::frames_to_ns(period, lock(&self.timing).params.rate_hz());
-        if let Some(clock) = clock {
-            let waiter = self.waiter(clock);
-            let due = base_time + ts + gst::ClockTime::from_nseconds(period_ns);
-            if !waiter.wait_until(due.nseconds()) {
+            let obj = self.obj();
+            let clock = obj.clock();
+            let base_time = obj.base_time().unwrap_or(gst::ClockTime::ZERO);
+            let (ts, period, rate) = {
+                let mut t = lock(&self.timing);
+                if t.base.is_none() {
+                    let now = clock.as_ref().map_or(base_time, |c| c.time());
+                    t.base = Some(now.saturating_sub(base_time));
+                    t.samples = 0;
+                }
+                let p = t.params;
+                (
+                    t.next_ts(),
+                    u64::from(p.period_bytes / p.frame_bytes()),
+                    p.rate_hz(),
+                )
+            };
+            let Some(clock) = clock else {
+                break period;
+            };
+            let waiter = self.waiter(clock.clone());
+            let due =
+                base_time + ts + gst::ClockTime::from_nseconds(formats::frames_to_ns(period, rate));
+            if waiter.wait_until(due.nseconds()) {
+                break period;
+            }
+            if self.flushing.load(Ordering::SeqCst) {
                 return Err(gst::FlowError::Flushing);
             }
-        }
+            // The guest set parameters or started (see the hook): silence up to now
+            // closes the old tick, and the next one is a whole period of the new.
+            card.playback_ticked();
+            let elapsed = clock.time().saturating_sub(base_time).saturating_sub(ts);
+            let frames = formats::ns_to_frames(elapsed.nseconds(), rate);
+            if frames > 0 {
+                let p = lock(&self.timing).params;
+                let len = (frames * u64::from(p.frame_bytes())) as usize;
+                return Ok(self.stamp(gst::Buffer::from_mut_slice(p.silence(len)), true));
+            }
+        };
         if self.flushing.load(Ordering::SeqCst) {
             return Err(gst::FlowError::Flushing);
         }
@@ -334,11 +354,29 @@ impl ElementImpl for VhostSndSrc {
         if transition == gst::StateChange::NullToReady {
             let socket = lock(&self.settings).socket.clone();
             let obj = self.obj();
+            // A guest that sets parameters or starts cuts the current tick short:
+            // the new format and latency go downstream at once, before its audio,
+            // and its first period is completed one period after START, not at
+            // whatever point of the old tick START fell on.
+            let hook = Box::new(|element: &gst::Element, ev: &DeviceEvent| {
+                if let DeviceEvent::Stream {
+                    direction: Direction::Playback,
+                    request: PcmRequest::SetParams | PcmRequest::Start,
+                    ..
+                } = ev
+                {
+                    if let Some(src) = element.downcast_ref::<super::VhostSndSrc>() {
+                        if let Some(w) = lock(&src.imp().waiter).as_ref() {
+                            w.interrupt();
+                        }
+                    }
+                }
+            });
             match Attached::new(
                 obj.upcast_ref(),
                 socket.as_deref(),
                 Direction::Playback,
-                None,
+                Some(hook),
             ) {
                 Ok(a) => *lock(&self.attached) = Some(a),
                 Err(msg) => {

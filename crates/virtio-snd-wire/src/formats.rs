@@ -128,6 +128,11 @@ pub fn frames_to_ns(frames: u64, rate: u32) -> u64 {
     (u128::from(frames) * 1_000_000_000 / u128::from(rate.max(1))) as u64
 }
 
+/// Whole frames at `rate` Hz in `ns` nanoseconds.
+pub fn ns_to_frames(ns: u64, rate: u32) -> u64 {
+    (u128::from(ns) * u128::from(rate) / 1_000_000_000) as u64
+}
+
 /// S16LE, 48000 Hz, stereo, 10 ms periods: what the elements use before a guest chooses.
 pub const DEFAULT_PARAMS: PcmParams = PcmParams {
     format: FMT_S16,

@@ -85,9 +85,11 @@ impl Card {
     /// The element paces: once its clock has run on for a grace time without a tick
     /// from it, the pacer completes one period per period (their audio is dropped)
     /// until it ticks again. The grace is half the guest's buffer (one to four
-    /// periods), well inside the time after which Linux fails a blocked write (1.1
-    /// buffers), and what the element catches up on afterwards is less than the
-    /// guest's buffer. A clock that stands still (a test clock) is no stall.
+    /// periods) and half a period more, so that a tick that comes a period after the
+    /// last, a little late, is no stall; it stays well inside the time after which
+    /// Linux fails a blocked write (1.1 buffers), and what the element catches up on
+    /// afterwards is less than the guest's buffer. A clock that stands still (a test
+    /// clock) is no stall.
     fn stand_by(&self, mut st: MutexGuard<'_, State>, dir: Direction) -> bool {
         let s = st.stream(dir);
         let Some(params) = s.params else {
@@ -95,7 +97,7 @@ impl Card {
         };
         let period_ns = params.bytes_to_ns(u64::from(params.period_bytes));
         let periods = u64::from(params.buffer_bytes / params.period_bytes.max(1));
-        let grace = period_ns * (periods / 2).clamp(1, 4);
+        let grace = period_ns * (periods / 2).clamp(1, 4) + period_ns / 2;
         let clock = s.clock.clone();
         let tick = *s.element_tick.get_or_insert(clock.now());
         let due = tick + grace;

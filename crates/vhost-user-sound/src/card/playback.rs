@@ -53,6 +53,15 @@ impl Card {
         Playback::Data(data, params)
     }
 
+    /// vhostsndsrc's tick that completes no period: it cut its tick short when the
+    /// guest set parameters or started, to line its ticks up with the guest's. The
+    /// card's stand-by pacer takes it as a tick all the same.
+    pub fn playback_ticked(&self) {
+        let mut st = self.lock();
+        let s = st.stream(Direction::Playback);
+        s.element_tick = Some(s.clock.now());
+    }
+
     /// Non-live vhostsndsrc: blocks until the guest has periods to play, then completes
     /// as many as it may at once (one wake-up and one interrupt for the lot), or
     /// returns `None` when `cancel` returns true (checked whenever the card is woken).
