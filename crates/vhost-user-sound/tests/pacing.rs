@@ -174,7 +174,7 @@ fn running_streams_are_fed_without_kicks() {
 
 /// vhostsndsrc completes playback on its own clock; when it stops ticking (its
 /// downstream blocks) the card's pacer keeps the guest's time after a grace of half
-/// the guest's buffer, one period per period, and the element's catching-up ticks
+/// the guest's buffer and half a period, one period per period, and the element's catching-up ticks
 /// get silence instead of bursting the backlog into the guest.
 #[test]
 fn a_stalled_element_is_covered_by_the_pacer() {
@@ -197,17 +197,17 @@ fn a_stalled_element_is_covered_by_the_pacer() {
         assert_eq!(c[0].token, *tok);
         let _ = tx(&mut g, 10 + i as u8);
     }
-    // The 4-period buffer gives a grace of 2 periods of the element's clock after
-    // its last tick (the pacer looks again at least that often in real time): a
-    // period without one is nothing to act on.
+    // The 4-period buffer gives a grace of 2.5 periods of the element's clock after
+    // its last tick (the pacer looks again at least that often in real time): two
+    // periods without one are nothing to act on yet.
     let last_tick = start + 2 * PERIOD_NS;
-    rig.tl.advance_to(last_tick + PERIOD_NS);
+    rig.tl.advance_to(last_tick + 2 * PERIOD_NS);
     std::thread::sleep(std::time::Duration::from_millis(60));
     assert_quiet(&mut g, QUEUE_TX, "the element is within its grace");
 
     // The element stalls: after the grace the pacer completes one period per period.
     for (k, tok) in t.iter().enumerate().skip(2) {
-        rig.tl.advance_to(last_tick + k as u64 * PERIOD_NS);
+        rig.tl.advance_to(last_tick + k as u64 * PERIOD_NS + PERIOD_NS / 2);
         let c = g.wait_io(QUEUE_TX, T).unwrap();
         assert_eq!(c.len(), 1, "periods completed for the stalled element");
         assert_eq!(c[0].token, *tok);
