@@ -12,8 +12,15 @@ use super::setup::{self, PLAYBACK};
 use super::stats;
 use super::{Opts, Table};
 
-/// Descriptors per tx chain (xfer header, data, status).
-const CHAIN: usize = 3;
+/// Descriptors per tx chain on the ring: one indirect table, as Linux uses, or the
+/// xfer header, data and status each in its own.
+fn chain_len(g: &FakeGuest) -> usize {
+    if g.indirect() {
+        1
+    } else {
+        3
+    }
+}
 
 pub struct Throughput {
     pub bytes: u64,
@@ -24,7 +31,7 @@ pub struct Throughput {
 }
 
 fn refill(g: &mut FakeGuest, period: &[u8]) -> Result<(), String> {
-    while g.free_descriptors(QUEUE_TX) >= CHAIN {
+    while g.free_descriptors(QUEUE_TX) >= chain_len(g) {
         g.submit_tx(PLAYBACK, period).map_err(|e| e.to_string())?;
     }
     g.flush(QUEUE_TX).map_err(|e| e.to_string())
@@ -32,15 +39,15 @@ fn refill(g: &mut FakeGuest, period: &[u8]) -> Result<(), String> {
 
 pub fn one(format: u8, period_ms: u32, secs: f64, batch_kick: bool) -> Result<Throughput, String> {
     let mut p = setup::params(format, period_ms);
-    // The guest's buffer is everything it keeps queued.
-    p.buffer_bytes =
-        p.period_bytes * (usize::from(FakeGuestOptions::default().queue_size) / CHAIN) as u32;
     let sock = setup::socket("offline");
     let pipeline = setup::launch(&format!(
         "vhostsndsrc socket={} is-live=false ! fakesink sync=false",
         sock.display()
     ))?;
     let mut g = setup::connect(&sock)?;
+    // The guest's buffer is everything it keeps queued.
+    p.buffer_bytes = p.period_bytes
+        * (usize::from(FakeGuestOptions::default().queue_size) / chain_len(&g)) as u32;
     setup::open(&mut g, PLAYBACK, &p)?;
     let period = vec![0x11u8; p.period_bytes as usize];
     refill(&mut g, &period)?;
@@ -125,7 +132,8 @@ pub fn run(opts: &Opts) -> Result<Vec<Table>, String> {
     }
     t.note(
         "The guest (FakeGuest, this process's main thread) keeps every tx descriptor in \
-         use (21 chains of 3 descriptors in the 64-entry queue, a 21-period buffer), asking \
+         use (64 chains, each in an indirect table as Linux queues them, in the 64-entry \
+         queue: a 64-period buffer), asking \
          after every period or once per refill (as Linux's virtsnd_pcm_msg_send does) \
          whether the device wants a kick (EVENT_IDX). MB = 10^6 bytes. CPU \
          is process time over the window; frontend = the guest thread's own time. \
