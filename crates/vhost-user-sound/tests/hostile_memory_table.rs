@@ -1,7 +1,6 @@
 //! A memory table whose region is larger than the file that backs it: the pages past
 //! the end of the file cannot be touched (SIGBUS), so the device must not use them,
-//! and a ring placed there must not take the process down. Found by vhostsnd-fuzz
-//! (`vhostsnd-fuzz --replay 2:36`).
+//! and a ring placed there must not take the process down. Found by vhostsnd-fuzz.
 
 mod common;
 

@@ -19,11 +19,10 @@ pub struct Runner {
     pub stats: Stats,
     pub raw_sessions: u64,
     pub worst_alive: Duration,
-    known_bugs: bool,
 }
 
 impl Runner {
-    pub fn new(path: &Path, timeline: Arc<Timeline>, known_bugs: bool) -> Self {
+    pub fn new(path: &Path, timeline: Arc<Timeline>) -> Self {
         Runner {
             path: path.to_owned(),
             timeline,
@@ -31,7 +30,6 @@ impl Runner {
             stats: Stats::default(),
             raw_sessions: 0,
             worst_alive: Duration::ZERO,
-            known_bugs,
         }
     }
 
@@ -124,17 +122,7 @@ impl Runner {
                 if skew.iter().any(|k| *k != 0) {
                     s.tainted = true;
                 }
-                s.guest()
-                    .resume(bases)
-                    .map_err(|e| format!("resume: {e}"))?;
-                // A ring stopped while the device still serves what was queued during
-                // the pause keeps being served, and a reboot then loses the new
-                // driver's requests (tests/reboot_after_resume.rs in vhost-user-sound):
-                // unless asked to find that, let the backlog be served first.
-                if !self.known_bugs && !s.tainted {
-                    s.settle_control(stats)?;
-                }
-                Ok(())
+                s.guest().resume(bases).map_err(|e| format!("resume: {e}"))
             }
             Action::Reboot { reset } => {
                 if s.paused.take().is_none() {

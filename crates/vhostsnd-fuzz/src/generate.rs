@@ -4,6 +4,7 @@
 
 use rand::rngs::Xoshiro256PlusPlus;
 use rand::{RngExt, SeedableRng};
+use vhost_user_sound::{PcmRequest, PcmState};
 use virtio_snd_wire::formats::{CHANNELS_MAX, CHANNELS_MIN, FORMATS, RATES};
 use virtio_snd_wire::*;
 
@@ -35,6 +36,9 @@ const CODES: [u32; 12] = [
 struct StreamModel {
     frame: u32,
     period: u32,
+    /// The state the stream would be in if the device took every plain request
+    /// the way its state machine says.
+    state: PcmState,
 }
 
 pub struct Generator {
@@ -43,7 +47,6 @@ pub struct Generator {
     queue_size: u16,
     paused: bool,
     stray_links: bool,
-    known_bugs: bool,
 }
 
 /// The rng of one batch: a function of the run's seed and the batch's iteration only.
@@ -56,12 +59,11 @@ pub fn batch_rng(seed: u64, iteration: u64) -> Xoshiro256PlusPlus {
 }
 
 impl Generator {
-    /// `known_bugs`: also draw the inputs that find device bugs already reported
-    /// and not fixed yet (see [`vhost_user::generate`]).
-    pub fn new(rng: Xoshiro256PlusPlus, known_bugs: bool) -> Self {
+    pub fn new(rng: Xoshiro256PlusPlus) -> Self {
         let default = StreamModel {
             frame: 4,
             period: 1920,
+            state: PcmState::Idle,
         };
         Generator {
             rng,
@@ -69,7 +71,6 @@ impl Generator {
             queue_size: 64,
             paused: false,
             stray_links: false,
-            known_bugs,
         }
     }
 
@@ -85,11 +86,19 @@ impl Generator {
         let queue_size = [64, 64, 64, 32, 16, 8][self.rng.random_range(0..6)];
         self.queue_size = queue_size;
         self.paused = false;
+        self.new_driver();
         Connect {
             queue_size,
             event_idx: self.rng.random_bool(0.7),
             indirect: self.rng.random_bool(0.6),
             event_buffers: self.rng.random_range(0..=queue_size),
+        }
+    }
+
+    /// A new connection or a rebooted guest: the device starts both streams over.
+    fn new_driver(&mut self) {
+        for m in self.streams.iter_mut() {
+            m.state = PcmState::Idle;
         }
     }
 
@@ -134,6 +143,7 @@ impl Generator {
             }
             975..980 => {
                 self.paused = false;
+                self.new_driver();
                 Action::Reboot {
                     reset: self.chance(0.7),
                 }
@@ -148,7 +158,7 @@ impl Generator {
             }
             985..989 => {
                 self.paused = false;
-                let session = vhost_user::generate(&mut self.rng, self.known_bugs);
+                let session = vhost_user::generate(&mut self.rng);
                 let then = self.connect();
                 Action::VhostUser { session, then }
             }
@@ -181,27 +191,60 @@ impl Generator {
     /// plain layout.
     fn pcm_request(&mut self) -> Chain {
         let stream = self.stream();
-        let code = match self.rng.random_range(0..10) {
-            0..3 => R_PCM_SET_PARAMS,
-            3..5 => R_PCM_PREPARE,
-            5..7 => R_PCM_START,
-            7..9 => R_PCM_STOP,
-            _ => R_PCM_RELEASE,
-        };
-        let req = if code == R_PCM_SET_PARAMS {
-            self.set_params(stream, true)
+        let state = self.model(stream).state;
+        // Mostly a step the state machine takes (so that streams get everywhere and
+        // stay there a while), sometimes any request.
+        let req = if self.chance(0.8) {
+            let next = match state {
+                PcmState::Idle => &[PcmRequest::SetParams][..],
+                PcmState::ParamsSet => &[
+                    PcmRequest::Prepare,
+                    PcmRequest::Prepare,
+                    PcmRequest::SetParams,
+                ],
+                PcmState::Prepared => &[PcmRequest::Start, PcmRequest::Start, PcmRequest::Release],
+                PcmState::Running => &[PcmRequest::Stop],
+                PcmState::Stopped => &[PcmRequest::Start, PcmRequest::Release, PcmRequest::Prepare],
+                PcmState::Released => &[PcmRequest::Prepare, PcmRequest::SetParams],
+            };
+            next[self.rng.random_range(0..next.len())]
         } else {
-            pcm_hdr(code, stream)
+            [
+                PcmRequest::SetParams,
+                PcmRequest::Prepare,
+                PcmRequest::Start,
+                PcmRequest::Stop,
+                PcmRequest::Release,
+            ][self.rng.random_range(0..5)]
         };
-        let parts = vec![Part::Read(req), Part::Write(4)];
-        if self.chance(0.9) {
+        let code = match req {
+            PcmRequest::SetParams => R_PCM_SET_PARAMS,
+            PcmRequest::Prepare => R_PCM_PREPARE,
+            PcmRequest::Start => R_PCM_START,
+            PcmRequest::Stop => R_PCM_STOP,
+            PcmRequest::Release => R_PCM_RELEASE,
+        };
+        let plain_layout = self.chance(0.9);
+        let (bytes, sizes) = if code == R_PCM_SET_PARAMS {
+            let (b, frame, period) = self.set_params(stream, true);
+            (b, (frame, period))
+        } else {
+            (pcm_hdr(code, stream), (0, 0))
+        };
+        // What the device does with a request in a broken layout is not modelled.
+        if plain_layout {
+            self.take(stream, req, sizes);
+        }
+        let parts = vec![Part::Read(bytes), Part::Write(4)];
+        if plain_layout {
             plain(parts)
         } else {
             self.layout(parts)
         }
     }
 
-    fn set_params(&mut self, stream: u32, valid: bool) -> Vec<u8> {
+    /// A SET_PARAMS request, and the frame and period sizes it sets if `valid`.
+    fn set_params(&mut self, stream: u32, valid: bool) -> (Vec<u8>, u32, u32) {
         let (format, size) = FORMATS[self.rng.random_range(0..FORMATS.len())];
         let (rate, _) = RATES[self.rng.random_range(0..RATES.len())];
         let channels = self.rng.random_range(CHANNELS_MIN..=CHANNELS_MAX);
@@ -211,14 +254,11 @@ impl Generator {
             1 | 2 => self.rng.random_range(64..2048),
             _ => self.rng.random_range(1..(MAX_BUF / frame).max(2)),
         };
-        let period = frame * frames;
+        // Periods fit a guest buffer, so that a period of data is a period.
+        let period = frame * frames.min(MAX_BUF / frame);
         let buffer = period * self.rng.random_range(1..=8);
         let mut fields = (buffer, period, 0u32, channels, format, rate, 0u8);
-        if valid {
-            if (stream as usize) < 2 {
-                self.streams[stream as usize] = StreamModel { frame, period };
-            }
-        } else {
+        if !valid {
             match self.rng.random_range(0..8) {
                 0 => fields.0 = self.rng.random(),
                 1 => fields.1 = self.rng.random_range(0..4),
@@ -235,7 +275,21 @@ impl Generator {
         v.extend_from_slice(&fields.1.to_le_bytes());
         v.extend_from_slice(&fields.2.to_le_bytes());
         v.extend_from_slice(&[fields.3, fields.4, fields.5, fields.6]);
-        v
+        (v, frame, period)
+    }
+
+    /// Moves the model of `stream` as the device takes `req` (a plain, well-formed
+    /// request; `sizes` those of a SET_PARAMS).
+    fn take(&mut self, stream: u32, req: PcmRequest, sizes: (u32, u32)) {
+        let Some(m) = self.streams.get_mut(stream as usize) else {
+            return;
+        };
+        if let Some((next, _)) = m.state.apply(req) {
+            m.state = next;
+            if req == PcmRequest::SetParams {
+                (m.frame, m.period) = sizes;
+            }
+        }
     }
 
     /// Any control request: every code, random fields, wrong lengths, odd response
@@ -246,6 +300,7 @@ impl Generator {
         } else {
             self.rng.random()
         };
+        let mut model = None;
         let mut req = match code {
             R_JACK_INFO | R_PCM_INFO | R_CHMAP_INFO => {
                 let start = self.small_or_any(4);
@@ -265,18 +320,34 @@ impl Generator {
             R_PCM_SET_PARAMS => {
                 let stream = self.stream();
                 let valid = self.chance(0.3);
-                self.set_params(stream, valid)
+                let (b, frame, period) = self.set_params(stream, valid);
+                if valid {
+                    model = Some((stream, PcmRequest::SetParams, (frame, period)));
+                }
+                b
             }
             _ => {
                 let stream = self.stream();
+                model = match code {
+                    R_PCM_PREPARE => Some(PcmRequest::Prepare),
+                    R_PCM_START => Some(PcmRequest::Start),
+                    R_PCM_STOP => Some(PcmRequest::Stop),
+                    R_PCM_RELEASE => Some(PcmRequest::Release),
+                    _ => None,
+                }
+                .map(|r| (stream, r, (0, 0)));
                 pcm_hdr(code, stream)
             }
         };
         match self.rng.random_range(0..6) {
-            0 => req.truncate(self.rng.random_range(0..=req.len())),
+            0 => {
+                req.truncate(self.rng.random_range(0..=req.len()));
+                model = None;
+            }
             1 => {
                 let n = self.rng.random_range(1..64);
                 req.extend((0..n).map(|_| self.rng.random::<u8>()));
+                model = None;
             }
             _ => {}
         }
@@ -289,6 +360,10 @@ impl Generator {
         };
         let parts = vec![Part::Read(req), Part::Write(resp)];
         if self.chance(0.5) {
+            // The device takes a request it can answer: the model follows.
+            if let (Some((stream, r, sizes)), true) = (model, resp >= 4) {
+                self.take(stream, r, sizes);
+            }
             plain(parts)
         } else {
             self.layout(parts)
@@ -305,7 +380,13 @@ impl Generator {
 
     /// A playback or capture period, or something near it.
     fn io(&mut self) -> (usize, Chain) {
-        let tx = self.chance(0.5);
+        // Mostly for a stream that takes I/O now.
+        let takes = |m: &StreamModel| m.state.accepts_io();
+        let tx = match (takes(&self.streams[0]), takes(&self.streams[1])) {
+            (true, false) => self.chance(0.85),
+            (false, true) => self.chance(0.15),
+            _ => self.chance(0.5),
+        };
         let stream = if self.chance(0.9) {
             u32::from(!tx)
         } else {
@@ -451,13 +532,20 @@ impl Generator {
         }
     }
 
+    /// A table descriptor's length off its table's: longer ones reach older tables'
+    /// entries (anyone's descriptors), so only batches with stray links keep them.
     fn len_adjust(&mut self) -> i32 {
-        match self.rng.random_range(0..10) {
+        let adjust = match self.rng.random_range(0..10) {
             0 => -self.rng.random_range(1..=16),
             1 => self.rng.random_range(1..16),
             2 => 16 * self.rng.random_range(1..=(TABLE_BYTES / 16) as i32),
             3 => i32::MIN,
             _ => 0,
+        };
+        if adjust > 0 && !self.stray_links {
+            0
+        } else {
+            adjust
         }
     }
 

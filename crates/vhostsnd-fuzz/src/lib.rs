@@ -63,8 +63,6 @@ pub struct Config {
     pub batch: usize,
     /// Print every input before applying it.
     pub verbose: bool,
-    /// Also draw the inputs that find device bugs already reported and not fixed yet.
-    pub known_bugs: bool,
 }
 
 impl Default for Config {
@@ -77,7 +75,6 @@ impl Default for Config {
             duration: None,
             batch: 500,
             verbose: false,
-            known_bugs: false,
         }
     }
 }
@@ -229,7 +226,7 @@ pub fn run(cfg: &Config, on_batch: &mut dyn FnMut(u64, u64)) -> Result<Summary, 
     };
     let timeline = Timeline::new();
     let (rig, path) = Rig::new(&timeline).map_err(|e| fail(cfg.first, None, e, false))?;
-    let mut runner = Runner::new(&path, timeline, cfg.known_bugs);
+    let mut runner = Runner::new(&path, timeline);
     let start = Instant::now();
     let mut sum = Summary {
         seed: cfg.seed,
@@ -244,7 +241,7 @@ pub fn run(cfg: &Config, on_batch: &mut dyn FnMut(u64, u64)) -> Result<Summary, 
             break;
         }
         on_batch(iteration, sum.inputs);
-        let mut generator = Generator::new(batch_rng(cfg.seed, iteration), cfg.known_bugs);
+        let mut generator = Generator::new(batch_rng(cfg.seed, iteration));
         let (connect, actions) = generator.batch(cfg.batch);
         if cfg.verbose {
             eprintln!("iteration {iteration}: connect {connect:?}");

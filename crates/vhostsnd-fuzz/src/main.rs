@@ -37,10 +37,6 @@ struct Args {
     /// Print every input before applying it.
     #[arg(long)]
     verbose: bool,
-    /// Also draw the inputs that find device bugs already reported and not fixed yet
-    /// (RELIABILITY.md lists them).
-    #[arg(long)]
-    known_bugs: bool,
     /// Run in this process, without a supervising parent (a crash then goes
     /// unreported).
     #[arg(long)]
@@ -65,7 +61,6 @@ fn config(args: &Args) -> Result<Config, String> {
         duration: args.seconds.map(Duration::from_secs_f64),
         batch: args.batch,
         verbose: args.verbose,
-        known_bugs: args.known_bugs,
     };
     if let Some(r) = &args.replay {
         let (s, i) = r

@@ -234,10 +234,7 @@ fn qemu_sequence(file_len: u64) -> Vec<Step> {
     steps
 }
 
-/// A hostile session. Unless `past_eof`, every memory region lies within its file:
-/// regions that run past the end of theirs kill the device (SIGBUS) until it checks
-/// them (tests/hostile_memory_table.rs in vhost-user-sound).
-pub fn generate(rng: &mut Xoshiro256PlusPlus, past_eof: bool) -> RawSession {
+pub fn generate(rng: &mut Xoshiro256PlusPlus) -> RawSession {
     let file_len = match rng.random_range(0..8) {
         0 => rng.random_range(0..4) * 4096,
         1 => 4096 * rng.random_range(1..16),
@@ -284,33 +281,12 @@ pub fn generate(rng: &mut Xoshiro256PlusPlus, past_eof: bool) -> RawSession {
     } else {
         End::Close
     };
-    if !past_eof {
-        for step in out.iter_mut() {
-            if let Step::Msg(m) = step {
-                match &mut m.payload {
-                    Payload::MemTable(regions) => {
-                        regions.iter_mut().for_each(|r| fit(r, file_len));
-                    }
-                    Payload::MemReg(r) => fit(r, file_len),
-                    _ => {}
-                }
-            }
-        }
-    }
     RawSession {
         file_len,
         rings,
         steps: out,
         end,
     }
-}
-
-/// Shrinks `r` to lie within a file of `file_len` bytes.
-fn fit(r: &mut Region, file_len: u64) {
-    if r.offset > file_len {
-        r.offset = 0;
-    }
-    r.size = r.size.min(file_len - r.offset);
 }
 
 fn random_step(rng: &mut Xoshiro256PlusPlus) -> Step {
