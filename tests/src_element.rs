@@ -218,7 +218,10 @@ fn a_start_mid_tick_is_completed_a_period_later() {
 
     // The first period ends a whole period after START.
     h.crank_single_clock_wait().unwrap();
-    assert_eq!(clock.time(), tick + gst::ClockTime::from_mseconds(40) + period);
+    assert_eq!(
+        clock.time(),
+        tick + gst::ClockTime::from_mseconds(40) + period
+    );
     let first = h.pull().unwrap();
     assert!(!first.flags().contains(gst::BufferFlags::GAP));
     assert_eq!(first.duration(), Some(period));

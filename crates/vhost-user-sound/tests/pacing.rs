@@ -207,7 +207,8 @@ fn a_stalled_element_is_covered_by_the_pacer() {
 
     // The element stalls: after the grace the pacer completes one period per period.
     for (k, tok) in t.iter().enumerate().skip(2) {
-        rig.tl.advance_to(last_tick + k as u64 * PERIOD_NS + PERIOD_NS / 2);
+        rig.tl
+            .advance_to(last_tick + k as u64 * PERIOD_NS + PERIOD_NS / 2);
         let c = g.wait_io(QUEUE_TX, T).unwrap();
         assert_eq!(c.len(), 1, "periods completed for the stalled element");
         assert_eq!(c[0].token, *tok);
