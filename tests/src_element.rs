@@ -23,6 +23,20 @@ fn src_harness(socket: &std::path::Path, live: bool) -> Harness {
     h
 }
 
+/// A live vhostsndsrc on the harness's test clock, PLAYING, and a guest connected.
+fn testclock_src(name: &str) -> (Harness, FakeGuest) {
+    let socket = socket_path(name);
+    init();
+    let mut h = Harness::new("vhostsndsrc");
+    h.use_testclock();
+    h.element()
+        .unwrap()
+        .set_property("socket", socket.to_str().unwrap());
+    h.play();
+    let g = connect(&socket);
+    (h, g)
+}
+
 fn start_playback(g: &mut FakeGuest, p: &PcmParams) {
     assert_eq!(g.set_pcm_params(0, p).unwrap(), S_OK);
     assert_eq!(g.prepare(0).unwrap(), S_OK);
@@ -176,21 +190,11 @@ fn offline_completes_all_but_the_newest_period_at_once() {
     );
 }
 
-/// The test clock is the guest's clock: a period completes when, and only when, the
-/// pipeline clock reaches its end.
 /// The guest's first period is completed one period after its START, not wherever in
 /// the element's current tick START fell: the tick is cut short at START.
 #[test]
 fn a_start_mid_tick_is_completed_a_period_later() {
-    let socket = socket_path("src-start-mid-tick");
-    init();
-    let mut h = Harness::new("vhostsndsrc");
-    h.use_testclock();
-    h.element()
-        .unwrap()
-        .set_property("socket", socket.to_str().unwrap());
-    h.play();
-    let mut g = connect(&socket);
+    let (mut h, mut g) = testclock_src("src-start-mid-tick");
     let p = params(formats::FMT_S16, 48000, 2, 4800);
     let period = gst::ClockTime::from_mseconds(100);
     start_playback(&mut g, &p);
@@ -229,17 +233,11 @@ fn a_start_mid_tick_is_completed_a_period_later() {
     assert_eq!(g.wait_io(QUEUE_TX, TIMEOUT).unwrap().len(), 1);
 }
 
+/// The test clock is the guest's clock: a period completes when, and only when, the
+/// pipeline clock reaches its end.
 #[test]
 fn live_source_paces_the_guest_by_the_pipeline_clock() {
-    let socket = socket_path("src-pacing");
-    init();
-    let mut h = Harness::new("vhostsndsrc");
-    h.use_testclock();
-    h.element()
-        .unwrap()
-        .set_property("socket", socket.to_str().unwrap());
-    h.play();
-    let mut g = connect(&socket);
+    let (mut h, mut g) = testclock_src("src-pacing");
     let p = params(formats::FMT_S16, 48000, 2, 480);
     let period = gst::ClockTime::from_mseconds(10);
     start_playback(&mut g, &p);

@@ -30,12 +30,7 @@ fn guest_ram_swapped_under_running_rings() {
         .control_with_timeout(&pcm_hdr(R_PCM_STOP, PLAY), 64, Duration::from_millis(300))
         .expect_err("the control ring read as zeroes and yet answered");
     assert_eq!(refused.kind(), std::io::ErrorKind::TimedOut, "{refused}");
-    let cpu = cpu_time();
-    for _ in 0..3 {
-        rig.tl.step(&[PLAY, CAP]);
-    }
-    std::thread::sleep(Duration::from_secs(1));
-    let spent = cpu_time() - cpu;
+    let spent = cpu_over_three_periods_and_a_second(&rig.tl);
     assert!(
         spent < Duration::from_millis(100),
         "{spent:?} of CPU in a second with zeroed rings"

@@ -414,6 +414,17 @@ pub fn assert_unused(used_len: u32, written: &[u8], what: &str) {
     );
 }
 
+/// The CPU this process spends over three periods of both streams and a second of
+/// real time: next to none for a device that neither spins nor polls.
+pub fn cpu_over_three_periods_and_a_second(tl: &Timeline) -> Duration {
+    let cpu = cpu_time();
+    for _ in 0..3 {
+        tl.step(&[PLAY, CAP]);
+    }
+    std::thread::sleep(Duration::from_secs(1));
+    cpu_time() - cpu
+}
+
 /// This process's resident memory, in KiB.
 pub fn rss_kib() -> u64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
