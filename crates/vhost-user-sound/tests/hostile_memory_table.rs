@@ -7,24 +7,13 @@ mod common;
 use std::fs::File;
 use std::os::fd::{AsRawFd, FromRawFd};
 use std::time::Duration;
+use vhost::vhost_user::message::FrontendReq;
 
 use common::*;
 use vhost_user_sound::Device;
 use virtio_snd_frontend::raw::{Header, RawVhostUser, VERSION_1};
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
-const GET_FEATURES: u32 = 1;
-const SET_FEATURES: u32 = 2;
-const SET_OWNER: u32 = 3;
-const SET_MEM_TABLE: u32 = 5;
-const SET_VRING_NUM: u32 = 8;
-const SET_VRING_ADDR: u32 = 9;
-const SET_VRING_BASE: u32 = 10;
-const SET_VRING_KICK: u32 = 12;
-const SET_VRING_CALL: u32 = 13;
-const GET_PROTOCOL_FEATURES: u32 = 15;
-const SET_PROTOCOL_FEATURES: u32 = 16;
-const SET_VRING_ENABLE: u32 = 18;
 /// Where the region pretends to be in the frontend's address space.
 const UADDR: u64 = 0x7f3a_0000_0000;
 
@@ -59,22 +48,67 @@ fn a_region_past_the_end_of_its_file_does_not_crash_the_device() {
     let kick = EventFd::new(EFD_NONBLOCK).unwrap();
     let call = EventFd::new(EFD_NONBLOCK).unwrap();
 
-    send(&mut raw, GET_FEATURES, &[], &[]);
-    send(&mut raw, GET_PROTOCOL_FEATURES, &[], &[]);
-    send(&mut raw, SET_PROTOCOL_FEATURES, &words(&[1 << 9]), &[]);
-    send(&mut raw, SET_OWNER, &[], &[]);
-    send(&mut raw, SET_FEATURES, &words(&[1 << 32 | 1 << 30]), &[]);
+    send(&mut raw, u32::from(FrontendReq::GET_FEATURES), &[], &[]);
+    send(
+        &mut raw,
+        u32::from(FrontendReq::GET_PROTOCOL_FEATURES),
+        &[],
+        &[],
+    );
+    send(
+        &mut raw,
+        u32::from(FrontendReq::SET_PROTOCOL_FEATURES),
+        &words(&[1 << 9]),
+        &[],
+    );
+    send(&mut raw, u32::from(FrontendReq::SET_OWNER), &[], &[]);
+    send(
+        &mut raw,
+        u32::from(FrontendReq::SET_FEATURES),
+        &words(&[1 << 32 | 1 << 30]),
+        &[],
+    );
     // One region of 64 KiB at guest address 0, backed by the empty memfd.
     let table = [pair(1, 0), words(&[0, 64 * 1024, UADDR, 0])].concat();
-    send(&mut raw, SET_MEM_TABLE, &table, &[memfd.as_raw_fd()]);
+    send(
+        &mut raw,
+        u32::from(FrontendReq::SET_MEM_TABLE),
+        &table,
+        &[memfd.as_raw_fd()],
+    );
     // The control queue's rings inside the region, past the end of the file.
-    send(&mut raw, SET_VRING_NUM, &pair(0, 64), &[]);
-    send(&mut raw, SET_VRING_BASE, &pair(0, 0), &[]);
+    send(
+        &mut raw,
+        u32::from(FrontendReq::SET_VRING_NUM),
+        &pair(0, 64),
+        &[],
+    );
+    send(
+        &mut raw,
+        u32::from(FrontendReq::SET_VRING_BASE),
+        &pair(0, 0),
+        &[],
+    );
     let addr = [pair(0, 0), words(&[UADDR, UADDR + 2048, UADDR + 1024, 0])].concat();
-    send(&mut raw, SET_VRING_ADDR, &addr, &[]);
-    send(&mut raw, SET_VRING_KICK, &words(&[0]), &[kick.as_raw_fd()]);
-    send(&mut raw, SET_VRING_CALL, &words(&[0]), &[call.as_raw_fd()]);
-    send(&mut raw, SET_VRING_ENABLE, &pair(0, 1), &[]);
+    send(&mut raw, u32::from(FrontendReq::SET_VRING_ADDR), &addr, &[]);
+    send(
+        &mut raw,
+        u32::from(FrontendReq::SET_VRING_KICK),
+        &words(&[0]),
+        &[kick.as_raw_fd()],
+    );
+    send(
+        &mut raw,
+        u32::from(FrontendReq::SET_VRING_CALL),
+        &words(&[0]),
+        &[call.as_raw_fd()],
+    );
+    send(
+        &mut raw,
+        u32::from(FrontendReq::SET_VRING_ENABLE),
+        &pair(0, 1),
+        &[],
+    );
     kick.write(1).unwrap();
     std::thread::sleep(Duration::from_millis(200));
     raw.close();

@@ -8,6 +8,7 @@ use std::io::{self, Write};
 use std::os::fd::{AsRawFd, FromRawFd, RawFd};
 use std::path::Path;
 use std::time::Duration;
+use vhost::vhost_user::message::FrontendReq;
 
 use rand::rngs::Xoshiro256PlusPlus;
 use rand::RngExt;
@@ -22,20 +23,6 @@ const QUEUES: u32 = 4;
 
 /// The message codes of vhost-user (FrontendReq), 1 to 44.
 const MAX_KNOWN: u32 = 44;
-const GET_FEATURES: u32 = 1;
-const SET_FEATURES: u32 = 2;
-const SET_OWNER: u32 = 3;
-const SET_MEM_TABLE: u32 = 5;
-const SET_VRING_NUM: u32 = 8;
-const SET_VRING_ADDR: u32 = 9;
-const SET_VRING_BASE: u32 = 10;
-const SET_VRING_KICK: u32 = 12;
-const SET_VRING_CALL: u32 = 13;
-const GET_PROTOCOL_FEATURES: u32 = 15;
-const SET_PROTOCOL_FEATURES: u32 = 16;
-const GET_QUEUE_NUM: u32 = 17;
-const SET_VRING_ENABLE: u32 = 18;
-const GET_CONFIG: u32 = 24;
 
 /// VERSION_1 | PROTOCOL_FEATURES | EVENT_IDX | INDIRECT_DESC.
 const FEATURES: u64 = 1 << 32 | 1 << 30 | 1 << 29 | 1 << 28;
@@ -157,18 +144,30 @@ fn msg(request: u32, payload: Payload, fds: Vec<Fd>) -> Msg {
 /// `vhost_dev_init` and `vhost_dev_start` send it.
 fn qemu_sequence(file_len: u64) -> Vec<Step> {
     let mut s = vec![
-        msg(GET_FEATURES, Payload::Empty, vec![]),
-        msg(GET_PROTOCOL_FEATURES, Payload::Empty, vec![]),
+        msg(u32::from(FrontendReq::GET_FEATURES), Payload::Empty, vec![]),
         msg(
-            SET_PROTOCOL_FEATURES,
+            u32::from(FrontendReq::GET_PROTOCOL_FEATURES),
+            Payload::Empty,
+            vec![],
+        ),
+        msg(
+            u32::from(FrontendReq::SET_PROTOCOL_FEATURES),
             Payload::U64(PROTOCOL_FEATURES),
             vec![],
         ),
-        msg(GET_QUEUE_NUM, Payload::Empty, vec![]),
-        msg(SET_OWNER, Payload::Empty, vec![]),
-        msg(SET_FEATURES, Payload::U64(FEATURES), vec![]),
         msg(
-            SET_MEM_TABLE,
+            u32::from(FrontendReq::GET_QUEUE_NUM),
+            Payload::Empty,
+            vec![],
+        ),
+        msg(u32::from(FrontendReq::SET_OWNER), Payload::Empty, vec![]),
+        msg(
+            u32::from(FrontendReq::SET_FEATURES),
+            Payload::U64(FEATURES),
+            vec![],
+        ),
+        msg(
+            u32::from(FrontendReq::SET_MEM_TABLE),
             Payload::MemTable(vec![Region {
                 gpa: 0,
                 size: file_len,
@@ -181,17 +180,17 @@ fn qemu_sequence(file_len: u64) -> Vec<Step> {
     for q in 0..QUEUES {
         let base = UADDR + u64::from(q) * RING_STRIDE;
         s.push(msg(
-            SET_VRING_NUM,
+            u32::from(FrontendReq::SET_VRING_NUM),
             Payload::State { index: q, num: 64 },
             vec![],
         ));
         s.push(msg(
-            SET_VRING_BASE,
+            u32::from(FrontendReq::SET_VRING_BASE),
             Payload::State { index: q, num: 0 },
             vec![],
         ));
         s.push(msg(
-            SET_VRING_ADDR,
+            u32::from(FrontendReq::SET_VRING_ADDR),
             Payload::Addr {
                 index: q,
                 flags: 0,
@@ -203,19 +202,19 @@ fn qemu_sequence(file_len: u64) -> Vec<Step> {
             vec![],
         ));
         s.push(msg(
-            SET_VRING_KICK,
+            u32::from(FrontendReq::SET_VRING_KICK),
             Payload::U64(u64::from(q)),
             vec![Fd::Kick(q as u8)],
         ));
         s.push(msg(
-            SET_VRING_CALL,
+            u32::from(FrontendReq::SET_VRING_CALL),
             Payload::U64(u64::from(q)),
             vec![Fd::Call(q as u8)],
         ));
     }
     for q in 0..QUEUES {
         s.push(msg(
-            SET_VRING_ENABLE,
+            u32::from(FrontendReq::SET_VRING_ENABLE),
             Payload::State { index: q, num: 1 },
             vec![],
         ));
@@ -223,7 +222,7 @@ fn qemu_sequence(file_len: u64) -> Vec<Step> {
     let mut steps: Vec<Step> = s.into_iter().map(Step::Msg).collect();
     steps.extend((0..QUEUES as u8).map(Step::Kick));
     steps.push(Step::Msg(msg(
-        GET_CONFIG,
+        u32::from(FrontendReq::GET_CONFIG),
         Payload::Config {
             offset: 0,
             size: 12,
