@@ -32,17 +32,7 @@ fn random_garbage_then_a_valid_sequence() {
     // Writable descriptors only ever point here, so the rings stay intact.
     const SCRATCH: u64 = 64 * 1024;
     let scratch = g.alloc_ram(SCRATCH).unwrap();
-    let codes = [
-        R_JACK_INFO,
-        R_JACK_REMAP,
-        R_PCM_INFO,
-        R_PCM_SET_PARAMS,
-        R_PCM_PREPARE,
-        R_PCM_RELEASE,
-        R_PCM_START,
-        R_PCM_STOP,
-        R_CHMAP_INFO,
-    ];
+    let codes = R_CODES;
     for i in 0..200 {
         // A garbage control request: random length, usually a known code and a small
         // stream id, random everything else.

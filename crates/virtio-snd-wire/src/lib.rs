@@ -23,6 +23,18 @@ pub const R_PCM_RELEASE: u32 = 0x0103;
 pub const R_PCM_START: u32 = 0x0104;
 pub const R_PCM_STOP: u32 = 0x0105;
 pub const R_CHMAP_INFO: u32 = 0x0200;
+/// Every jack, PCM and channel-map request code of the spec, in code order.
+pub const R_CODES: [u32; 9] = [
+    R_JACK_INFO,
+    R_JACK_REMAP,
+    R_PCM_INFO,
+    R_PCM_SET_PARAMS,
+    R_PCM_PREPARE,
+    R_PCM_RELEASE,
+    R_PCM_START,
+    R_PCM_STOP,
+    R_CHMAP_INFO,
+];
 
 pub const S_OK: u32 = 0x8000;
 pub const S_BAD_MSG: u32 = 0x8001;
