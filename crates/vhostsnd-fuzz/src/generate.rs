@@ -283,9 +283,15 @@ impl Generator {
     /// areas, in any layout.
     fn control_request(&mut self) -> Chain {
         let code = if self.chance(0.9) {
-            let known = R_CODES.len();
-            let i = self.rng.random_range(0..known + UNKNOWN_CODES.len());
-            R_CODES.get(i).copied().unwrap_or(UNKNOWN_CODES[i - known])
+            let i = self
+                .rng
+                .random_range(0..R_CODES.len() + UNKNOWN_CODES.len());
+            R_CODES
+                .iter()
+                .chain(&UNKNOWN_CODES)
+                .nth(i)
+                .copied()
+                .unwrap_or(0)
         } else {
             self.rng.random()
         };
