@@ -50,9 +50,6 @@ pub(crate) struct State {
     /// Per queue: the guest broke its ring (see `broken`).
     broken: [bool; wire::NUM_QUEUES],
     pub(crate) shutdown: bool,
-    /// Bumped when the guest's driver state goes (disconnect, reset): a period
-    /// copied across that is not completed.
-    epoch: u64,
     /// Threads in `wait_playback`: queuing playback I/O only notifies when there are
     /// any (a condvar notification is a system call even when nobody waits).
     data_waiters: usize,
@@ -88,7 +85,6 @@ impl Card {
                 stopped: [None; wire::NUM_QUEUES],
                 broken: [false; wire::NUM_QUEUES],
                 shutdown: false,
-                epoch: 0,
                 data_waiters: 0,
             }),
             cond: Condvar::new(),
@@ -191,7 +187,6 @@ impl Card {
         let released = {
             let mut st = self.lock();
             also(&mut st);
-            st.epoch = st.epoch.wrapping_add(1);
             st.broken = [false; wire::NUM_QUEUES];
             Direction::ALL
                 .iter()
@@ -206,6 +201,7 @@ impl Card {
 
     fn reset_stream(s: &mut Stream) -> Option<DeviceEvent> {
         let was = s.state;
+        s.epoch = s.epoch.wrapping_add(1);
         s.pending.clear();
         s.capture.clear();
         s.state = PcmState::Idle;

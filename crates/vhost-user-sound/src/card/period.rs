@@ -98,9 +98,9 @@ impl Card {
 
     /// Copies `msg`'s audio with the card unlocked. Returns the lock again, the
     /// message and whether guest memory could be written, or `Err` when the message
-    /// is no longer to be completed now: the guest disconnected or reset the device
-    /// meanwhile (it is forgotten), or QEMU stopped the ring (it waits for the ring
-    /// again).
+    /// is no longer to be completed now: the stream was reset meanwhile (a disconnect,
+    /// a device reset, a new driver's rings: it is forgotten), or QEMU stopped the
+    /// ring (it waits for the ring again).
     #[allow(clippy::type_complexity)]
     fn copy_unlocked<'a>(
         &'a self,
@@ -111,7 +111,7 @@ impl Card {
         params: &PcmParams,
     ) -> Result<(MutexGuard<'a, State>, IoMessage, bool), MutexGuard<'a, State>> {
         let mem = st.mem.as_ref().map(|m| m.memory());
-        let epoch = st.epoch;
+        let epoch = st.stream(dir).epoch;
         st.stream(dir).copying = true;
         drop(st);
         let n = msg.data_len() as usize;
@@ -144,7 +144,7 @@ impl Card {
         if s.copy_waiters > 0 {
             self.cond.notify_all();
         }
-        let forgotten = st.epoch != epoch;
+        let forgotten = st.stream(dir).epoch != epoch;
         if forgotten || !Self::ring_running(&st, dir) {
             if let Some((out, at)) = played {
                 out.truncate(at);

@@ -128,6 +128,9 @@ pub(super) struct Stream {
     pub(super) copying: bool,
     /// Threads waiting for that copy to end.
     pub(super) copy_waiters: usize,
+    /// Bumped whenever the stream is reset: a period copied across a reset belongs to
+    /// a driver that is gone, and is not completed.
+    pub(super) epoch: u64,
 }
 
 impl Stream {
@@ -152,6 +155,7 @@ impl Stream {
             scratch: Vec::new(),
             copying: false,
             copy_waiters: 0,
+            epoch: 0,
         }
     }
 
