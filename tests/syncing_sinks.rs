@@ -329,3 +329,88 @@ fn several_guests_mixed_into_one_syncing_sink_keep_their_audio() {
     }
     assert_on_time(&w, &arrivals, "the mix");
 }
+
+/// The `latency_bytes` the guest is told with each period is the time from that
+/// period's completion to its last sample leaving the pipeline: with a pipeline
+/// latency of 200 ms and 62.5 ms periods, a period starts out 137.5 ms after it was
+/// completed. (The queue stands for an audio sink's ring buffer: a sink that blocks
+/// its caller until each buffer's time, as fakesink does, would hold vhostsndsrc's
+/// streaming thread past its next tick.)
+#[test]
+fn latency_bytes_is_the_time_from_completion_to_output() {
+    init();
+    let socket = socket_path("latency-bytes");
+    let pipeline = gst::parse::launch(&format!(
+        "vhostsndsrc socket={} ! queue ! fakesink name=out sync=true signal-handoffs=true",
+        socket.display()
+    ))
+    .expect("pipeline description")
+    .downcast::<gst::Pipeline>()
+    .expect("a pipeline");
+    let latency = Duration::from_millis(200);
+    pipeline.set_latency(gst::ClockTime::from_nseconds(latency.as_nanos() as u64));
+    // Each period starts with its number (from 1); silence starts with 0.
+    let out: Arc<Mutex<Vec<(u64, Instant)>>> = Arc::default();
+    let seen = out.clone();
+    let sink = pipeline.by_name("out").expect("fakesink");
+    sink.connect("handoff", false, move |args| {
+        let buf = args[1].get::<gst::Buffer>().ok()?;
+        let map = buf.map_readable().ok()?;
+        let mut n = [0u8; 8];
+        n.copy_from_slice(map.get(..8)?);
+        let n = u64::from_le_bytes(n);
+        if n > 0 {
+            seen.lock().unwrap().push((n, Instant::now()));
+        }
+        None
+    });
+    pipeline.set_state(gst::State::Playing).unwrap();
+
+    let mut g = connect(&socket);
+    let p = stereo_s16(3000);
+    let period = Duration::from_secs_f64(3000.0 / 48000.0);
+    let period_of = |n: u64| {
+        let mut d = vec![0u8; p.period_bytes as usize];
+        d[..8].copy_from_slice(&n.to_le_bytes());
+        d
+    };
+    assert_eq!(g.set_pcm_params(0, &p).unwrap(), S_OK);
+    assert_eq!(g.prepare(0).unwrap(), S_OK);
+    let mut tokens = std::collections::HashMap::new();
+    for n in 1..=4 {
+        tokens.insert(g.submit_tx(0, &period_of(n)).unwrap(), n);
+    }
+    assert_eq!(g.start(0).unwrap(), S_OK);
+    let mut completed = Vec::new();
+    let mut next = 5;
+    while completed.len() < 24 {
+        for c in g.wait_io(QUEUE_TX, TIMEOUT).unwrap() {
+            assert_eq!(c.status(), Some(S_OK));
+            let n = tokens[&c.token];
+            completed.push((n, c.at, c.latency_bytes().unwrap_or(0)));
+            tokens.insert(g.submit_tx(0, &period_of(next)).unwrap(), next);
+            next += 1;
+        }
+    }
+    thread::sleep(latency + period);
+    pipeline.set_state(gst::State::Null).unwrap();
+
+    let out = out.lock().unwrap();
+    // The first periods go out before the latency is distributed; look at the rest.
+    for &(n, done, latency_bytes) in &completed[8..] {
+        let told = Duration::from_secs_f64(f64::from(latency_bytes) / p.byte_rate() as f64);
+        assert!(
+            told.abs_diff(latency) < Duration::from_millis(2),
+            "period {n}: latency_bytes says {told:?}, the pipeline's latency is {latency:?}"
+        );
+        let &(_, played) = out
+            .iter()
+            .find(|(m, _)| *m == n)
+            .unwrap_or_else(|| panic!("period {n} never reached the sink"));
+        let real = played.duration_since(done) + period;
+        assert!(
+            real.abs_diff(told) < Duration::from_millis(25),
+            "period {n}: its last sample left {real:?} after completion, the guest was told {told:?}"
+        );
+    }
+}
