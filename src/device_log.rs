@@ -4,6 +4,8 @@
 
 use std::sync::LazyLock;
 
+use vhost_user_sound::log_limit::{self, LeftOut};
+
 static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
     gst::DebugCategory::new(
         "vhostsnd",
@@ -34,18 +36,14 @@ impl log::Log for GstLog {
     fn log(&self, record: &log::Record) {
         // The rust-vmm crates log what the guest got wrong at ERROR, as often as it
         // gets it wrong.
-        let Some((lvl, left_out)) = vhost_user_sound::log_limit::screen(record) else {
+        let Some((lvl, left_out)) = log_limit::screen(record) else {
             return;
         };
         if CAT.threshold() < level(lvl) {
             return;
         }
         let args = record.args();
-        let more = if left_out > 0 {
-            format!(" ({left_out} more like it left out)")
-        } else {
-            String::new()
-        };
+        let more = LeftOut(left_out);
         match level(lvl) {
             gst::DebugLevel::Error => gst::error!(CAT, "{args}{more}"),
             gst::DebugLevel::Warning => gst::warning!(CAT, "{args}{more}"),

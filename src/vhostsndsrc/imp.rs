@@ -196,9 +196,7 @@ impl VhostSndSrc {
             let elapsed = clock.time().saturating_sub(base_time).saturating_sub(ts);
             let frames = formats::ns_to_frames(elapsed.nseconds(), rate);
             if frames > 0 {
-                let p = lock(&self.timing).params;
-                let len = (frames * u64::from(p.frame_bytes())) as usize;
-                return Ok(self.stamp(gst::Buffer::from_mut_slice(p.silence(len)), true));
+                return Ok(self.silence(frames));
             }
         };
         if self.flushing.load(Ordering::SeqCst) {
@@ -209,11 +207,7 @@ impl VhostSndSrc {
                 self.follow(params)?;
                 Ok(self.stamp(gst::Buffer::from_mut_slice(data), false))
             }
-            Playback::Idle => {
-                let p = lock(&self.timing).params;
-                let len = (period * u64::from(p.frame_bytes())) as usize;
-                Ok(self.stamp(gst::Buffer::from_mut_slice(p.silence(len)), true))
-            }
+            Playback::Idle => Ok(self.silence(period)),
         }
     }
 
@@ -225,6 +219,13 @@ impl VhostSndSrc {
         };
         self.follow(params)?;
         Ok(self.stamp(gst::Buffer::from_mut_slice(data), false))
+    }
+
+    /// `frames` of silence in the output's format, flagged GAP, as the next stretch.
+    fn silence(&self, frames: u64) -> gst::Buffer {
+        let p = lock(&self.timing).params;
+        let len = (frames * u64::from(p.frame_bytes())) as usize;
+        self.stamp(gst::Buffer::from_mut_slice(p.silence(len)), true)
     }
 
     /// Timestamps `buffer` as the next stretch of output and advances.

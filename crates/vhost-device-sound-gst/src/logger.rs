@@ -2,6 +2,8 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use vhost_user_sound::log_limit;
+
 struct StderrLog;
 
 static LOGGER: StderrLog = StderrLog;
@@ -14,7 +16,7 @@ impl log::Log for StderrLog {
     fn log(&self, record: &log::Record) {
         // The rust-vmm crates log what the guest got wrong at ERROR, as often as it
         // gets it wrong.
-        let Some((level, left_out)) = vhost_user_sound::log_limit::screen(record) else {
+        let Some((level, left_out)) = log_limit::screen(record) else {
             return;
         };
         if level > log::max_level() {
@@ -24,12 +26,11 @@ impl log::Log for StderrLog {
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_secs_f64())
             .unwrap_or(0.0);
-        let args = record.args();
-        if left_out > 0 {
-            eprintln!("[{t:.3}] {level:<5} {args} ({left_out} more like it left out)");
-        } else {
-            eprintln!("[{t:.3}] {level:<5} {args}");
-        }
+        eprintln!(
+            "[{t:.3}] {level:<5} {}{}",
+            record.args(),
+            log_limit::LeftOut(left_out)
+        );
     }
 
     fn flush(&self) {}

@@ -61,15 +61,31 @@ impl Limiter {
     }
 }
 
+/// What follows a line when lines of its cause were left out before it: nothing, or
+/// how many.
+pub struct LeftOut(pub u32);
+
+impl std::fmt::Display for LeftOut {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            0 => Ok(()),
+            n => write!(f, " ({n} more like it left out)"),
+        }
+    }
+}
+
 /// `log!` through a budget of its own call site.
 macro_rules! limited {
     ($lvl:expr, $($arg:tt)+) => {{
         static LIMIT: $crate::log_limit::Limiter = $crate::log_limit::Limiter::new();
         if log::log_enabled!($lvl) {
-            match LIMIT.admit() {
-                Some(0) => log::log!($lvl, $($arg)+),
-                Some(n) => log::log!($lvl, "{} ({n} more like it left out)", format_args!($($arg)+)),
-                None => {}
+            if let Some(n) = LIMIT.admit() {
+                log::log!(
+                    $lvl,
+                    "{}{}",
+                    format_args!($($arg)+),
+                    $crate::log_limit::LeftOut(n)
+                );
             }
         }
     }};

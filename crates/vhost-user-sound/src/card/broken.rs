@@ -64,10 +64,8 @@ impl Card {
         mem: &M,
     ) -> bool {
         let mut st = self.lock();
-        let running = st.stopped.get(queue).is_some_and(Option::is_none) && {
-            let v = vring.get_ref();
-            v.is_enabled() && v.get_queue().ready()
-        };
-        running && Self::queue_usable(&mut st, queue, vring, mem)
+        Self::queue_running(&st, queue)
+            && super::pause::set_up(vring)
+            && Self::queue_usable(&mut st, queue, vring, mem)
     }
 }

@@ -17,6 +17,12 @@ use virtio_snd_wire::{QUEUE_CONTROL, QUEUE_RX, QUEUE_TX};
 use super::{Card, Direction, State};
 use crate::log_limit::limited;
 
+/// Whether QEMU set `vring` up (kick fd given: ready) and enabled it.
+pub(super) fn set_up(vring: &VringRwLock) -> bool {
+    let v = vring.get_ref();
+    v.is_enabled() && v.get_queue().ready()
+}
+
 /// Where a ring stood when it was stopped.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) struct RingPlace {
@@ -94,10 +100,7 @@ impl Card {
             let Some(was) = st.stopped.get(queue).copied().flatten() else {
                 return;
             };
-            let Some(vring) = st.vrings.as_ref().and_then(|v| v.get(queue)).filter(|v| {
-                let v = v.get_ref();
-                v.is_enabled() && v.get_queue().ready()
-            }) else {
+            let Some(vring) = Self::set_up_vring(&st, queue) else {
                 return;
             };
             let now = RingPlace::of(vring);
@@ -146,6 +149,19 @@ impl Card {
 
     /// Whether `dir`'s ring may be used: not stopped, or started again and checked.
     pub(super) fn ring_running(st: &State, dir: Direction) -> bool {
-        st.stopped.get(dir.queue()).is_some_and(Option::is_none)
+        Self::queue_running(st, dir.queue())
+    }
+
+    /// [`ring_running`](Self::ring_running) for any queue.
+    pub(super) fn queue_running(st: &State, queue: usize) -> bool {
+        st.stopped.get(queue).is_some_and(Option::is_none)
+    }
+
+    /// `queue`'s vring, if QEMU set it up (kick fd given: ready) and enabled it.
+    pub(super) fn set_up_vring(st: &State, queue: usize) -> Option<&VringRwLock> {
+        st.vrings
+            .as_ref()
+            .and_then(|v| v.get(queue))
+            .filter(|v| set_up(v))
     }
 }

@@ -21,7 +21,7 @@ use crate::io::IoMessage;
 use crate::pcm::PcmState;
 
 /// Where a period's audio goes or comes from while the card lock is released.
-enum Copy<'o> {
+enum Transfer<'o> {
     /// Playback: guest memory appended to the element's buffer.
     Out(&'o mut Vec<u8>),
     /// Capture: the host's audio into guest memory.
@@ -72,23 +72,22 @@ impl Card {
             (Direction::Playback, out) => {
                 let latency = (s.downstream_latency_ns as u128 * params.byte_rate() as u128
                     / 1_000_000_000) as u32;
-                (latency, out.map(Copy::Out))
+                (latency, out.map(Transfer::Out))
             }
             (Direction::Capture, _) => {
                 let mut buf = std::mem::take(&mut s.scratch);
                 buf.clear();
                 let latency = s.capture.fill(&mut buf, n, &params);
-                (latency, Some(Copy::In(buf)))
+                (latency, Some(Transfer::In(buf)))
             }
         };
-        let (st, msg, data_ok) = match copy {
+        let (mut st, msg, data_ok) = match copy {
             Some(copy) => match self.copy_unlocked(st, dir, msg, copy, &params) {
                 Ok(r) => r,
                 Err(st) => return (st, 0, false),
             },
             None => (st, msg, true),
         };
-        let mut st = st;
         Self::complete(&st, dir, &msg, wire::S_OK, latency, data_ok);
         if dir == Direction::Playback {
             st.stream(dir).last_completion = Some(Instant::now());
@@ -107,7 +106,7 @@ impl Card {
         mut st: MutexGuard<'a, State>,
         dir: Direction,
         msg: IoMessage,
-        copy: Copy<'_>,
+        copy: Transfer<'_>,
         params: &PcmParams,
     ) -> Result<(MutexGuard<'a, State>, IoMessage, bool), MutexGuard<'a, State>> {
         let mem = st.mem.as_ref().map(|m| m.memory());
@@ -116,7 +115,7 @@ impl Card {
         drop(st);
         let n = msg.data_len() as usize;
         let (ok, played, scratch) = match copy {
-            Copy::Out(out) => {
+            Transfer::Out(out) => {
                 let at = out.len();
                 out.resize(at + n, 0);
                 let read = mem
@@ -128,7 +127,7 @@ impl Card {
                 }
                 (true, Some((out, at)), None)
             }
-            Copy::In(buf) => {
+            Transfer::In(buf) => {
                 let ok = mem
                     .as_deref()
                     .is_some_and(|m| msg.data.write(m, &buf).is_ok());

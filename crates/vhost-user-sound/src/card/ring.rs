@@ -42,16 +42,7 @@ impl Card {
         if !Self::ring_running(st, dir) {
             return;
         }
-        let Some(vring) = st
-            .vrings
-            .as_ref()
-            .and_then(|v| v.get(dir.queue()))
-            .filter(|v| {
-                let v = v.get_ref();
-                v.is_enabled() && v.get_queue().ready()
-            })
-            .cloned()
-        else {
+        let Some(vring) = Self::set_up_vring(st, dir.queue()).cloned() else {
             return;
         };
         let Some(atomic) = st.mem.clone() else {
