@@ -309,7 +309,7 @@ impl AudioServer {
         let deadline = t0 + server.opts.ready_timeout;
         server.wait_answering(deadline)?;
         server.times.answering = t0.elapsed();
-        server.make_devices()?;
+        server.make_devices(deadline)?;
         server.start_feeder()?;
         server.wait_ready(deadline)?;
         server.times.ready = t0.elapsed();
@@ -605,7 +605,7 @@ impl AudioServer {
         }
     }
 
-    fn make_devices(&self) -> Result<(), String> {
+    fn make_devices(&self, deadline: Instant) -> Result<(), String> {
         for name in [SINK, FEED_SINK] {
             let mut args = vec![
                 "load-module".to_string(),
@@ -625,9 +625,32 @@ impl AudioServer {
             let args: Vec<&str> = args.iter().map(String::as_str).collect();
             self.pactl(&args)?;
         }
-        self.pactl(&["set-default-sink", SINK])?;
-        self.pactl(&["set-default-source", SOURCE])?;
-        Ok(())
+        self.set_default("set-default-sink", SINK, deadline)?;
+        self.set_default("set-default-source", SOURCE, deadline)
+    }
+
+    /// `pactl SET NAME`. pipewire-pulse answers "Not supported" until WirePlumber has
+    /// published its default-device metadata, which can come after `pactl info`
+    /// answers: that one is asked again until `deadline`.
+    fn set_default(&self, set: &str, name: &str, deadline: Instant) -> Result<(), String> {
+        loop {
+            let mut cmd = self.tool("pactl");
+            cmd.args([set, name]);
+            let out = run_with_timeout(cmd, PACTL_TIMEOUT)
+                .map_err(|e| self.fail(&format!("pactl {set} {name}: {e}")))?;
+            if out.status.success() {
+                return Ok(());
+            }
+            let early = self.kind == Kind::PipeWire && out.stderr.contains("Not supported");
+            if !early || Instant::now() >= deadline {
+                return Err(self.fail(&format!(
+                    "pactl {set} {name} failed ({}): {}",
+                    out.status,
+                    out.stderr.trim()
+                )));
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
     }
 
     fn start_feeder(&mut self) -> Result<(), String> {
