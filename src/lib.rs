@@ -9,6 +9,7 @@ use gst::glib;
 
 mod attach;
 pub mod audio;
+mod convert;
 mod device_log;
 mod pipeline_clock;
 pub mod vhostsndsink;

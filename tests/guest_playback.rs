@@ -14,17 +14,30 @@ use vhostsnd_testbed::qemu::{GuestOpts, GuestOutput, GuestRun};
 
 use pipelines::*;
 
+/// How vhostsndsrc puts out what the guest plays.
+#[derive(Clone, Copy)]
+enum Output {
+    /// `follow-guest-format=true`: in the guest's own format.
+    Guest,
+    /// By default: in the format negotiated before the guest played (48 kHz stereo).
+    Converted,
+}
+
 /// The guest plays a WAV with aplay; the host checks what vhostsndsrc put out.
 fn guest_plays(
     test: &str,
-    format: WavFormat,
-    aplay_fmt: &str,
+    (format, aplay_fmt): (WavFormat, &str),
     rate: u32,
     freqs: &[f64],
     secs: f64,
+    output: Output,
 ) -> (GuestOutput, f64) {
     let sock = socket(test);
-    let (p, received) = playback_pipeline(&sock, "");
+    let props = match output {
+        Output::Guest => "follow-guest-format=true",
+        Output::Converted => "",
+    };
+    let (p, received) = playback_pipeline(&sock, props);
     let wav = tone_wav(format, rate, freqs, secs);
     let script = format!(
         "cat /proc/asound/pcm; {TIMED}aplay -q -D hw:0,0 -f {aplay_fmt} tone.wav{TIMED_END}"
@@ -39,11 +52,16 @@ fn guest_plays(
     }
     // The last period leaves the source one period after the guest is done.
     std::thread::sleep(Duration::from_millis(200));
+    let (out_rate, out_freqs) = match output {
+        Output::Guest => (rate, freqs.to_vec()),
+        // A mono guest is heard on both channels.
+        Output::Converted => (48000, vec![freqs[0], *freqs.last().unwrap_or(&freqs[0])]),
+    };
     check_tone(
         test,
         &received.lock().unwrap(),
-        rate,
-        freqs,
+        out_rate,
+        &out_freqs,
         secs,
         &out,
         &p.errors(),
@@ -59,11 +77,11 @@ fn guest_plays(
 fn playback_stereo_s16_48k_in_real_time() {
     let (out, t) = guest_plays(
         "play-s16-stereo",
-        WavFormat::I16,
-        "S16_LE",
+        (WavFormat::I16, "S16_LE"),
         48000,
         &[440.0, 660.0],
         5.0,
+        Output::Guest,
     );
     // The guest sees one card with one PCM device holding both directions.
     if !out.console.contains("00-00: virtio-snd") || !out.console.contains("playback 1 : capture 1")
@@ -90,11 +108,11 @@ fn playback_stereo_s16_48k_in_real_time() {
 fn playback_mono_s16_48k() {
     guest_plays(
         "play-s16-mono",
-        WavFormat::I16,
-        "S16_LE",
+        (WavFormat::I16, "S16_LE"),
         48000,
         &[880.0],
         2.0,
+        Output::Converted,
     );
 }
 
@@ -102,11 +120,11 @@ fn playback_mono_s16_48k() {
 fn playback_stereo_s32_44k1() {
     guest_plays(
         "play-s32-stereo",
-        WavFormat::I32,
-        "S32_LE",
+        (WavFormat::I32, "S32_LE"),
         44100,
         &[500.0, 750.0],
         2.0,
+        Output::Converted,
     );
 }
 
@@ -114,11 +132,11 @@ fn playback_stereo_s32_44k1() {
 fn playback_mono_float_44k1() {
     guest_plays(
         "play-float-mono",
-        WavFormat::F32,
-        "FLOAT_LE",
+        (WavFormat::F32, "FLOAT_LE"),
         44100,
         &[1000.0],
         2.0,
+        Output::Guest,
     );
 }
 

@@ -13,12 +13,14 @@ use virtio_snd_wire::{QUEUE_TX, S_BAD_MSG, S_OK};
 
 use support::*;
 
-fn src_harness(socket: &std::path::Path, live: bool) -> Harness {
+/// `follow`: `follow-guest-format`, so that the guest's samples come out unchanged.
+fn src_harness(socket: &std::path::Path, live: bool, follow: bool) -> Harness {
     init();
     let mut h = Harness::new("vhostsndsrc");
     let el = h.element().expect("harnessed element");
     el.set_property("socket", socket.to_str().expect("utf-8 path"));
     el.set_property("is-live", live);
+    el.set_property("follow-guest-format", follow);
     h.play();
     h
 }
@@ -105,7 +107,7 @@ fn guest_tone_comes_out_sample_exact() {
     ];
     for (format, rate, channels) in cases {
         let socket = socket_path(&format!("src-exact-{format}-{rate}-{channels}"));
-        let mut h = src_harness(&socket, false);
+        let mut h = src_harness(&socket, false, true);
         let mut g = connect(&socket);
         let p = params(format, rate, channels, rate / 100);
         let out = play_offline(&mut h, &mut g, &p, 30, 0);
@@ -120,7 +122,7 @@ fn guest_tone_comes_out_sample_exact() {
 #[test]
 fn renegotiates_when_the_guest_changes_parameters() {
     let socket = socket_path("src-renegotiate");
-    let mut h = src_harness(&socket, false);
+    let mut h = src_harness(&socket, false, true);
     let bus = watch_bus(&h.element().unwrap());
     let mut g = connect(&socket);
 
@@ -145,6 +147,73 @@ fn renegotiates_when_the_guest_changes_parameters() {
     assert_eq!(msg.get::<u32>("stream").unwrap(), 0);
 }
 
+/// By default the output keeps the format it first negotiated (the sink never
+/// reopens), and a guest that plays another format is converted to it: same tone, same
+/// duration, full level on every output channel.
+#[test]
+fn a_guest_format_change_is_converted_to_the_output_format() {
+    let socket = socket_path("src-convert");
+    let mut h = src_harness(&socket, false, false);
+    let mut g = connect(&socket);
+    let stereo = params(formats::FMT_S16, 48000, 2, 480);
+    start_playback(&mut g, &stereo);
+    g.submit_tx(0, &tone(&stereo, 0, 480)).unwrap();
+    g.submit_tx(0, &tone(&stereo, 480, 480)).unwrap();
+    assert_eq!(g.start(0).unwrap(), S_OK);
+    let first = h.pull().expect("the guest's first period");
+    assert!(*first.map_readable().unwrap() == tone(&stereo, 0, 480));
+    let negotiated = h.sinkpad().unwrap().current_caps().unwrap();
+    let _ = h.pull().expect("the guest's second period");
+    assert_eq!(g.stop(0).unwrap(), S_OK);
+    assert_eq!(g.release(0).unwrap(), S_OK);
+
+    // 1 s of 440 Hz, mono, F32 at 44.1 kHz, in 10 ms periods.
+    let mono = params(formats::FMT_FLOAT, 44100, 1, 441);
+    start_playback(&mut g, &mono);
+    let mut sent = 0;
+    while sent < 4 {
+        g.submit_tx(0, &tone(&mono, sent * 441, 441)).unwrap();
+        sent += 1;
+    }
+    assert_eq!(g.start(0).unwrap(), S_OK);
+    let mut out = Vec::new();
+    // All but the resampler's delay (under 1 ms).
+    while out.len() < 47_900 * 4 {
+        let buf = h.pull().expect("a converted period");
+        assert!(!buf.flags().contains(gst::BufferFlags::GAP));
+        out.extend_from_slice(&buf.map_readable().unwrap());
+        for _ in g.try_io(QUEUE_TX).unwrap() {
+            if sent < 100 {
+                g.submit_tx(0, &tone(&mono, sent * 441, 441)).unwrap();
+                sent += 1;
+            }
+        }
+    }
+    assert_eq!(
+        h.sinkpad().unwrap().current_caps().unwrap(),
+        negotiated,
+        "the output renegotiated"
+    );
+    let samples: Vec<i16> = out
+        .chunks_exact(2)
+        .map(|b| i16::from_le_bytes([b[0], b[1]]))
+        .collect();
+    let x = vhostsnd_testbed::analysis::i16_to_f32(&samples);
+    let frames = x.len() / 2;
+    assert!(
+        (47_900..=48_000).contains(&frames),
+        "1 s at 44.1 kHz came out as {frames} frames at 48 kHz"
+    );
+    for ch in vhostsnd_testbed::analysis::deinterleave(&x, 2) {
+        let steady = &ch[1000..frames - 1000];
+        let f = vhostsnd_testbed::analysis::dominant_frequency(steady, 48000).unwrap();
+        assert!((f - 440.0).abs() < 2.0, "{f} Hz");
+        let rms = vhostsnd_testbed::analysis::rms(steady);
+        // 0.5 full scale: 0.354 RMS.
+        assert!((rms - 0.354).abs() < 0.01, "RMS {rms}");
+    }
+}
+
 /// Offline, every queued period but the guest's newest completes at once, in one
 /// buffer and with one interrupt; the newest waits for the guest to queue another (or,
 /// at the end of a stream, for a period of real time), so that a Linux guest never
@@ -152,7 +221,7 @@ fn renegotiates_when_the_guest_changes_parameters() {
 #[test]
 fn offline_completes_all_but_the_newest_period_at_once() {
     let socket = socket_path("src-offline-batch");
-    let mut h = src_harness(&socket, false);
+    let mut h = src_harness(&socket, false, true);
     let mut g = connect(&socket);
     let p = params(formats::FMT_S16, 48000, 2, 480);
     let period = |k: u64| tone(&p, k * 480, 480);
@@ -291,7 +360,7 @@ fn live_source_paces_the_guest_by_the_pipeline_clock() {
 #[test]
 fn serves_the_next_guest_after_a_disconnect() {
     let socket = socket_path("src-reconnect");
-    let mut h = src_harness(&socket, false);
+    let mut h = src_harness(&socket, false, true);
     let bus = watch_bus(&h.element().unwrap());
     let p = params(formats::FMT_S16, 48000, 2, 480);
     for round in 0..3u64 {
@@ -315,7 +384,7 @@ fn serves_the_next_guest_after_a_disconnect() {
 #[test]
 fn null_closes_the_socket_and_playing_serves_it_again() {
     let socket = socket_path("src-state-cycle");
-    let mut h = src_harness(&socket, false);
+    let mut h = src_harness(&socket, false, true);
     let p = params(formats::FMT_S16, 48000, 2, 480);
     let mut g = connect(&socket);
     play_offline(&mut h, &mut g, &p, 2, 0);
@@ -391,7 +460,7 @@ fn socket_problems_are_clear_errors() {
 #[test]
 fn src_and_sink_on_one_socket_are_one_card() {
     let socket = socket_path("one-card");
-    let mut src = src_harness(&socket, false);
+    let mut src = src_harness(&socket, false, true);
     let _sink = sink_harness(&socket);
     let mut g = connect(&socket);
     let info = g.probe().unwrap();

@@ -3,6 +3,8 @@
 //! then completes one guest period and pushes it (or silence flagged GAP when the
 //! guest is stopped or late), so the guest plays exactly as fast as the pipeline runs.
 //! With `is-live=false` it completes guest periods as fast as downstream takes them.
+//! The output keeps the format it first negotiated and converts the guest's (a sink
+//! that renegotiates while playing reopens its device), unless `follow-guest-format`.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, LazyLock, Mutex, MutexGuard};
@@ -16,6 +18,7 @@ use gst_base::subclass::prelude::*;
 
 use crate::attach::Attached;
 use crate::audio;
+use crate::convert::Converter;
 use crate::pipeline_clock::PipelineClock;
 use vhost_user_sound::{Card, DeviceEvent, Direction, PacerClock, Pacing, PcmRequest, Playback};
 use virtio_snd_wire::formats::{self, PcmParams, DEFAULT_PARAMS};
@@ -29,11 +32,13 @@ static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
 });
 
 const DEFAULT_IS_LIVE: bool = true;
+const DEFAULT_FOLLOW_GUEST_FORMAT: bool = false;
 
 #[derive(Debug, Clone)]
 struct Settings {
     socket: Option<String>,
     is_live: bool,
+    follow_guest_format: bool,
 }
 
 impl Default for Settings {
@@ -41,14 +46,17 @@ impl Default for Settings {
         Settings {
             socket: None,
             is_live: DEFAULT_IS_LIVE,
+            follow_guest_format: DEFAULT_FOLLOW_GUEST_FORMAT,
         }
     }
 }
 
-/// Where the output stands: the format it carries and the running time of its next
-/// sample.
+/// Where the output stands: the guest's parameters, the format the output carries
+/// and the running time of its next sample.
 struct Timing {
     params: PcmParams,
+    /// The negotiated output format, once negotiated.
+    out: Option<gst_audio::AudioInfo>,
     /// Running time of the first sample since the last (re)negotiation.
     base: Option<gst::ClockTime>,
     /// Samples pushed since `base`.
@@ -59,6 +67,7 @@ impl Default for Timing {
     fn default() -> Self {
         Timing {
             params: DEFAULT_PARAMS,
+            out: None,
             base: None,
             samples: 0,
         }
@@ -66,13 +75,31 @@ impl Default for Timing {
 }
 
 impl Timing {
+    fn out_rate(&self) -> u32 {
+        self.out
+            .as_ref()
+            .map_or(self.params.rate_hz(), |o| o.rate())
+    }
+
     fn next_ts(&self) -> gst::ClockTime {
         self.base.unwrap_or(gst::ClockTime::ZERO)
-            + gst::ClockTime::from_nseconds(formats::frames_to_ns(
-                self.samples,
-                self.params.rate_hz(),
-            ))
+            + gst::ClockTime::from_nseconds(formats::frames_to_ns(self.samples, self.out_rate()))
     }
+
+    /// Output frames that take the output `ns` further from its next sample (counted
+    /// from `base`, so rounding never adds up).
+    fn frames_for(&self, ns: u64) -> u64 {
+        let rate = self.out_rate();
+        formats::ns_to_frames(formats::frames_to_ns(self.samples, rate) + ns, rate)
+            .saturating_sub(self.samples)
+    }
+}
+
+/// The converter from one guest format to the output's.
+struct Conversion {
+    from: (u8, u8, u8),
+    to: gst_audio::AudioInfo,
+    converter: Converter,
 }
 
 #[derive(Default)]
@@ -80,6 +107,7 @@ pub struct VhostSndSrc {
     settings: Mutex<Settings>,
     attached: Mutex<Option<Attached>>,
     timing: Mutex<Timing>,
+    conversion: Mutex<Option<Conversion>>,
     waiter: Mutex<Option<Arc<PipelineClock>>>,
     flushing: AtomicBool,
 }
@@ -100,7 +128,12 @@ impl VhostSndSrc {
         lock(&self.settings).is_live
     }
 
-    /// Makes the output carry `params`, renegotiating if the guest changed them.
+    fn follows_guest_format(&self) -> bool {
+        lock(&self.settings).follow_guest_format
+    }
+
+    /// Takes on the guest's `params`: a new latency if its period changed, and with
+    /// `follow-guest-format` a renegotiation if its format did.
     fn follow(&self, params: PcmParams) -> Result<(), gst::FlowError> {
         let mut timing = lock(&self.timing);
         let (a, b) = (timing.params, params);
@@ -116,23 +149,18 @@ impl VhostSndSrc {
             let _ = obj.post_message(gst::message::Latency::builder().src(&*obj).build());
             timing = lock(&self.timing);
         }
+        timing.params = params;
+        drop(timing);
         if (a.format, a.rate, a.channels) == (b.format, b.rate, b.channels) {
-            timing.params = params;
             return Ok(());
         }
         let Some(caps) = audio::caps(&params) else {
             return Err(gst::FlowError::NotNegotiated);
         };
         gst::info!(CAT, imp = self, "guest format changed: {caps}");
-        // The running time of the next sample goes on from the old format's samples.
-        let next = timing.base.map(|_| {
-            timing.params = a;
-            timing.next_ts()
-        });
-        timing.params = params;
-        timing.base = next;
-        timing.samples = 0;
-        drop(timing);
+        if !self.follows_guest_format() {
+            return Ok(());
+        }
         self.obj().set_caps(&caps).map_err(|_| {
             gst::element_imp_error!(
                 self,
@@ -164,27 +192,20 @@ impl VhostSndSrc {
             let obj = self.obj();
             let clock = obj.clock();
             let base_time = obj.base_time().unwrap_or(gst::ClockTime::ZERO);
-            let (ts, period, rate) = {
+            let (ts, period) = {
                 let mut t = lock(&self.timing);
                 if t.base.is_none() {
                     let now = clock.as_ref().map_or(base_time, |c| c.time());
                     t.base = Some(now.saturating_sub(base_time));
                     t.samples = 0;
                 }
-                let p = t.params;
-                (
-                    t.next_ts(),
-                    u64::from(p.period_bytes / p.frame_bytes()),
-                    p.rate_hz(),
-                )
+                (t.next_ts(), latency(&t.params))
             };
             let Some(clock) = clock else {
                 break period;
             };
             let waiter = self.waiter(clock.clone());
-            let due =
-                base_time + ts + gst::ClockTime::from_nseconds(formats::frames_to_ns(period, rate));
-            if waiter.wait_until(due.nseconds()) {
+            if waiter.wait_until((base_time + ts + period).nseconds()) {
                 break period;
             }
             if self.flushing.load(Ordering::SeqCst) {
@@ -194,9 +215,8 @@ impl VhostSndSrc {
             // closes the old tick, and the next one is a whole period of the new.
             card.playback_ticked();
             let elapsed = clock.time().saturating_sub(base_time).saturating_sub(ts);
-            let frames = formats::ns_to_frames(elapsed.nseconds(), rate);
-            if frames > 0 {
-                return Ok(self.silence(frames));
+            if let Some(buffer) = self.silence(elapsed) {
+                return Ok(buffer);
             }
         };
         if self.flushing.load(Ordering::SeqCst) {
@@ -205,9 +225,9 @@ impl VhostSndSrc {
         match card.take_playback() {
             Playback::Data(data, params) => {
                 self.follow(params)?;
-                Ok(self.stamp(gst::Buffer::from_mut_slice(data), false))
+                self.output(data, &params)
             }
-            Playback::Idle => Ok(self.silence(period)),
+            Playback::Idle => self.silence(period).ok_or(gst::FlowError::NotNegotiated),
         }
     }
 
@@ -218,20 +238,75 @@ impl VhostSndSrc {
             return Err(gst::FlowError::Flushing);
         };
         self.follow(params)?;
-        Ok(self.stamp(gst::Buffer::from_mut_slice(data), false))
+        self.output(data, &params)
     }
 
-    /// `frames` of silence in the output's format, flagged GAP, as the next stretch.
-    fn silence(&self, frames: u64) -> gst::Buffer {
-        let p = lock(&self.timing).params;
-        let len = (frames * u64::from(p.frame_bytes())) as usize;
-        self.stamp(gst::Buffer::from_mut_slice(p.silence(len)), true)
+    /// The guest's `data`, in the output's format, as the next stretch of output.
+    fn output(&self, data: Vec<u8>, params: &PcmParams) -> Result<gst::Buffer, gst::FlowError> {
+        let Some(out) = lock(&self.timing).out.clone() else {
+            return Err(gst::FlowError::NotNegotiated);
+        };
+        if audio::matches(&out, params) {
+            return Ok(self.stamp(gst::Buffer::from_mut_slice(data), false));
+        }
+        let from = (params.format, params.rate, params.channels);
+        let mut conversion = lock(&self.conversion);
+        let current = conversion.take().filter(|c| c.from == from && c.to == out);
+        let mut c = match current {
+            Some(c) => c,
+            None => {
+                let converter = audio::audio_info(params)
+                    .and_then(|info| Converter::new(&info, &out))
+                    .ok_or_else(|| {
+                        gst::element_imp_error!(
+                            self,
+                            gst::CoreError::Negotiation,
+                            ["Cannot convert the guest's format to {out:?}"]
+                        );
+                        gst::FlowError::NotNegotiated
+                    })?;
+                gst::info!(CAT, imp = self, "converting the guest's audio to {out:?}");
+                Conversion {
+                    from,
+                    to: out,
+                    converter,
+                }
+            }
+        };
+        let converted = c.converter.convert(&data);
+        *conversion = Some(c);
+        drop(conversion);
+        let Some(converted) = converted else {
+            gst::element_imp_error!(
+                self,
+                gst::StreamError::Format,
+                ["GStreamer's audio converter failed on a guest period"]
+            );
+            return Err(gst::FlowError::Error);
+        };
+        Ok(self.stamp(gst::Buffer::from_mut_slice(converted), false))
+    }
+
+    /// Silence flagged GAP taking the output `duration` further, as the next stretch;
+    /// `None` if that is not a whole frame, or the output is not negotiated yet.
+    fn silence(&self, duration: gst::ClockTime) -> Option<gst::Buffer> {
+        let (frames, out) = {
+            let t = lock(&self.timing);
+            (t.frames_for(duration.nseconds()), t.out.clone()?)
+        };
+        if frames == 0 {
+            return None;
+        }
+        let mut data = vec![0u8; (frames * u64::from(out.bpf())) as usize];
+        out.format_info().fill_silence(&mut data);
+        Some(self.stamp(gst::Buffer::from_mut_slice(data), true))
     }
 
     /// Timestamps `buffer` as the next stretch of output and advances.
     fn stamp(&self, mut buffer: gst::Buffer, gap: bool) -> gst::Buffer {
         let mut t = lock(&self.timing);
-        let frames = buffer.size() as u64 / u64::from(t.params.frame_bytes());
+        let bpf = t.out.as_ref().map_or(t.params.frame_bytes(), |o| o.bpf());
+        let frames = buffer.size() as u64 / u64::from(bpf.max(1));
         let ts = t.next_ts();
         let offset = t.samples;
         t.samples += frames;
@@ -279,6 +354,19 @@ impl ObjectImpl for VhostSndSrc {
                     .default_value(DEFAULT_IS_LIVE)
                     .mutable_ready()
                     .build(),
+                glib::ParamSpecBoolean::builder("follow-guest-format")
+                    .nick("Follow Guest Format")
+                    .blurb(
+                        "Renegotiate to every format the guest picks, so that its samples \
+                         pass unchanged; when false the output keeps the format first \
+                         negotiated (the guest's, else 48 kHz S16LE stereo, or what \
+                         downstream restricts it to) and the guest's audio is converted, \
+                         so that a sink never reopens its device when the guest changes \
+                         format",
+                    )
+                    .default_value(DEFAULT_FOLLOW_GUEST_FORMAT)
+                    .mutable_ready()
+                    .build(),
             ]
         });
         PROPERTIES.as_ref()
@@ -297,6 +385,9 @@ impl ObjectImpl for VhostSndSrc {
                 drop(settings);
                 self.obj().set_live(live);
             }
+            "follow-guest-format" => {
+                settings.follow_guest_format = value.get().unwrap_or(DEFAULT_FOLLOW_GUEST_FORMAT);
+            }
             other => gst::warning!(CAT, imp = self, "unknown property {other}"),
         }
     }
@@ -306,6 +397,7 @@ impl ObjectImpl for VhostSndSrc {
         match pspec.name() {
             "socket" => settings.socket.to_value(),
             "is-live" => settings.is_live.to_value(),
+            "follow-guest-format" => settings.follow_guest_format.to_value(),
             _ => glib::Value::from_type(pspec.value_type()),
         }
     }
@@ -421,6 +513,7 @@ impl BaseSrcImpl for VhostSndSrc {
     fn start(&self) -> Result<(), gst::ErrorMessage> {
         self.flushing.store(false, Ordering::SeqCst);
         *lock(&self.timing) = Timing::default();
+        lock(&self.conversion).take();
         if let Ok(card) = self.card() {
             if let Some(p) = card.snapshot(Direction::Playback).params {
                 lock(&self.timing).params = p;
@@ -440,24 +533,62 @@ impl BaseSrcImpl for VhostSndSrc {
     }
 
     fn caps(&self, filter: Option<&gst::Caps>) -> Option<gst::Caps> {
-        let params = lock(&self.timing).params;
-        let caps = audio::caps(&params).unwrap_or_else(|| audio::TEMPLATE_CAPS.clone());
+        let (guest, out) = {
+            let t = lock(&self.timing);
+            (
+                audio::caps(&t.params),
+                t.out.as_ref().and_then(|o| o.to_caps().ok()),
+            )
+        };
+        let caps = if self.follows_guest_format() {
+            guest.unwrap_or_else(|| audio::TEMPLATE_CAPS.clone())
+        } else {
+            // Anything the converter makes, what the output carries first (a
+            // downstream reconfiguration keeps it if it can), then the guest's format.
+            let mut caps = gst::Caps::new_empty();
+            for c in [out, guest].into_iter().flatten() {
+                caps.merge(c);
+            }
+            caps.merge(audio::TEMPLATE_CAPS.clone());
+            caps
+        };
         Some(match filter {
             Some(f) => f.intersect_with_mode(&caps, gst::CapsIntersectMode::First),
             None => caps,
         })
     }
 
+    fn fixate(&self, caps: gst::Caps) -> gst::Caps {
+        // Where downstream leaves a choice, the nearest to the guest's format.
+        let p = lock(&self.timing).params;
+        let mut caps = caps;
+        caps.truncate();
+        if let Some(s) = caps.make_mut().structure_mut(0) {
+            s.fixate_field_nearest_int("rate", p.rate_hz() as i32);
+            s.fixate_field_nearest_int("channels", i32::from(p.channels));
+            if let Some(f) = audio::gst_format(p.format) {
+                s.fixate_field_str("format", f.to_str());
+            }
+        }
+        self.parent_fixate(caps)
+    }
+
     fn set_caps(&self, caps: &gst::Caps) -> Result<(), gst::LoggableError> {
         let info = gst_audio::AudioInfo::from_caps(caps)
             .map_err(|_| gst::loggable_error!(CAT, "Unparsable caps {caps}"))?;
-        let params = lock(&self.timing).params;
-        if !audio::matches(&info, &params) {
+        let mut t = lock(&self.timing);
+        if self.follows_guest_format() && !audio::matches(&info, &t.params) {
             return Err(gst::loggable_error!(
                 CAT,
                 "{caps} is not the guest's format"
             ));
         }
+        // The running time of the next sample goes on from the old format's samples.
+        if t.base.is_some() {
+            t.base = Some(t.next_ts());
+            t.samples = 0;
+        }
+        t.out = Some(info);
         gst::debug!(CAT, imp = self, "negotiated {caps}");
         Ok(())
     }

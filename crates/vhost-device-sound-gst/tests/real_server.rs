@@ -21,17 +21,17 @@
 //! tone throughout. While the guest runs, the host side's stream must show in
 //! `pactl list sink-inputs`.
 //!
-//! State: the PipeWire and real-time PulseAudio boots run in CI (one at a time, about
-//! 35 s each). The rewinding PulseAudio sink's are `#[ignore]`d while issue 12 is open
-//! (see their reason); `cargo test --release -p vhost-device-sound-gst --test
-//! real_server -- --ignored` runs them.
+//! All nine boots run in CI, one at a time (about 35 s each).
 //!
 //! PulseAudio runs twice: with the harness's real-time null sink (`norewinds=1`) and
 //! with a default one that rewinds (`pulseaudio_rewinds_*`), which renders up to 2 s
 //! ahead as a desktop's sinks do. That one's monitor is recorded with a 2 s latency:
 //! a 10 ms recording would hold the sink near real time and hide what it does to a
-//! client that re-creates its stream on a format change (vhostsndsrc's streaming
-//! thread blocked ~1.7 s, the guest's aplay failed with EIO).
+//! client that re-creates its stream: pulsesink does on every caps change, the idle
+//! sink has rendered 2 s ahead and rewinds only ~90 ms for the new stream, whose clock
+//! then runs 1.7 s behind (the sink blocked vhostsndsrc's streaming thread, the tones
+//! after the first were cut to bursts). That is why vhostsndsrc keeps its output
+//! format by default and converts the guest's (`follow-guest-format`).
 //!
 //! Every failure message carries everything measured, the guest console, the host
 //! side's log (with how its times map onto the monitor's) and the server's logs;
@@ -891,13 +891,7 @@ matrix! {
     pulseaudio_daemon: Kind::PulseAudio, false, HostSide::Daemon;
     pulseaudio_launch_convert: Kind::PulseAudio, false, HostSide::LaunchConvert;
     pulseaudio_launch_plain: Kind::PulseAudio, false, HostSide::LaunchPlain;
-    #[ignore = "issue 12 is open: pulsesink re-creates its PA stream on a guest format \
-                change; this rewinding null sink, idle for that moment, renders 2 s ahead \
-                and rewinds only 90 ms for the new stream, which is heard ~1.9 s late \
-                (pacat alone shows it too); run with --ignored"]
     pulseaudio_rewinds_daemon: Kind::PulseAudio, true, HostSide::Daemon;
-    #[ignore = "issue 12 is open: see pulseaudio_rewinds_daemon; run with --ignored"]
     pulseaudio_rewinds_launch_convert: Kind::PulseAudio, true, HostSide::LaunchConvert;
-    #[ignore = "issue 12 is open: see pulseaudio_rewinds_daemon; run with --ignored"]
     pulseaudio_rewinds_launch_plain: Kind::PulseAudio, true, HostSide::LaunchPlain;
 }
