@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use vhostsnd_testbed::analysis::{self, WavFormat};
 use vhostsnd_testbed::guest::{
     elapsed, fail, socket, tone_channel_fault, tone_discontinuities, tone_segments, tone_wav,
+    TONE_START_SECS,
 };
 use vhostsnd_testbed::qemu::{GuestOpts, GuestOutput, GuestRun};
 
@@ -281,7 +282,7 @@ fn vm_pause_during_playback_keeps_the_sound() {
 /// that moment. So the recording is the tone throughout, at the right level and
 /// frequency, with one discontinuity at a period boundary, where a whole number of
 /// periods of the host's tone is missing: a phase jump, perhaps with a short
-/// silence if the device had to build its cushion again.
+/// silence.
 ///
 /// A jump by whole cycles leaves no trace in a pure tone, and the guest's periods
 /// are 6000 frames (125 ms): a 1 kHz tone has 125 whole cycles in each, so with it
@@ -360,9 +361,9 @@ fn vm_pause_during_capture_keeps_the_recording() {
                 &errors(),
             );
         };
-        // The capture starts with audio (the device keeps a cushion), so the tone
-        // starts at once or nearly, and it runs to the end.
-        if s(seg.start) > 0.2 || s(x.len() - seg.end) > 0.01 {
+        // The first period holds the audio from START on, so the tone starts at
+        // once, and it runs to the end.
+        if s(seg.start) > TONE_START_SECS || s(x.len() - seg.end) > 0.01 {
             fail(
                 &what(format!(
                     "channel {c}: the tone covers only {} s",

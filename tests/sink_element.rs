@@ -1,5 +1,7 @@
 //! vhostsndsink, with the in-repo frontend as the capturing guest and the harness's
-//! test clock as the pipeline clock the device paces capture by.
+//! test clock as the pipeline clock. Upstream's buffers complete the guest's periods
+//! as they fill them; the test clock only moves for the device's stand-by pacer
+//! (upstream stalled).
 
 mod support;
 
@@ -36,20 +38,33 @@ fn prepare_capture(g: &mut FakeGuest, h: &mut Harness, p: &PcmParams) {
     h.set_src_caps(gstvhostsnd::audio::caps(p).unwrap());
 }
 
-/// The next capture period the guest receives, after exactly one crank of the clock.
-fn next_period(h: &mut Harness, g: &mut FakeGuest) -> Vec<u8> {
-    // Nothing completes while the clock stands still.
-    std::thread::sleep(Duration::from_millis(20));
-    assert!(
-        g.try_io(QUEUE_RX).unwrap().is_empty(),
-        "completed without the clock"
-    );
-    h.crank_single_clock_wait().unwrap();
+/// The one capture period the guest received (and queues another buffer for).
+fn completed(g: &mut FakeGuest, p: &PcmParams) -> Vec<u8> {
     let mut done = g.wait_io(QUEUE_RX, TIMEOUT).unwrap();
     assert_eq!(done.len(), 1);
     let c = done.remove(0);
     assert_eq!(c.status(), Some(S_OK));
+    g.submit_rx(1, p.period_bytes).unwrap();
     c.data
+}
+
+/// Nothing was completed to the guest.
+fn nothing_completed(g: &mut FakeGuest, what: &str) {
+    std::thread::sleep(Duration::from_millis(20));
+    assert!(g.try_io(QUEUE_RX).unwrap().is_empty(), "{what}");
+}
+
+/// Moves the test clock on by `ms`: the device's stand-by pacer sees upstream stall.
+fn stall(h: &Harness, ms: u64) {
+    let clock = h.testclock().expect("test clock");
+    clock.set_time(clock.time() + gst::ClockTime::from_mseconds(ms));
+}
+
+/// What the stand-by pacer waits before the first period gets silence: a period and
+/// the wait for a source that opens at START.
+fn first_wait_ms(p: &PcmParams) -> u64 {
+    p.bytes_to_ns(u64::from(p.period_bytes)) / 1_000_000
+        + vhost_user_sound::FIRST_CAPTURE_WAIT_NS / 1_000_000
 }
 
 #[test]
@@ -73,25 +88,21 @@ fn pipeline_tone_reaches_the_guest_sample_exact() {
         for _ in 0..4 {
             g.submit_rx(1, p.period_bytes).unwrap();
         }
-        // Three periods: exactly the cushion (a period, upstream's chunk and 10 ms).
-        for k in 0..3 {
-            push_audio(&mut h, tone(&p, k * frames, frames));
-        }
         assert_eq!(g.start(1).unwrap(), S_OK);
+        // Each buffer completes the period it fills, without the clock moving.
         for k in 0..12 {
-            let got = next_period(&mut h, &mut g);
+            push_audio(&mut h, tone(&p, k * frames, frames));
+            let got = completed(&mut g, &p);
             assert!(
                 got == tone(&p, k * frames, frames),
                 "format {format} {rate} Hz {channels} ch, period {k}"
             );
-            g.submit_rx(1, p.period_bytes).unwrap();
-            push_audio(&mut h, tone(&p, (k + 3) * frames, frames));
         }
     }
 }
 
-/// Upstream that under-runs gives the guest silence, never a stutter: audio resumes
-/// whole once a cushion is queued again.
+/// Upstream that never starts, or stalls, gives the guest silence in its format once
+/// the stand-by pacer's wait is over, never a stall; audio resumes whole and in order.
 #[test]
 fn upstream_underrun_is_silence_in_the_guests_format() {
     let socket = socket_path("sink-underrun");
@@ -104,25 +115,31 @@ fn upstream_underrun_is_silence_in_the_guests_format() {
         g.submit_rx(1, p.period_bytes).unwrap();
     }
     assert_eq!(g.start(1).unwrap(), S_OK);
-    // Nothing from upstream: unsigned silence.
-    assert!(silent(&next_period(&mut h, &mut g)));
-    g.submit_rx(1, p.period_bytes).unwrap();
+    // Nothing from upstream: the first period waits, then gets unsigned silence.
+    stall(&h, first_wait_ms(&p) - 1);
+    nothing_completed(&mut g, "the first period did not wait for upstream");
+    stall(&h, 1);
+    assert!(silent(&completed(&mut g, &p)));
 
-    // Three periods arrive: they are played whole and in order.
+    // Three periods arrive, in two buffers: whole and in order.
     let audio = tone(&p, 0, 240);
-    for chunk in audio.chunks(80) {
-        push_audio(&mut h, chunk.to_vec());
+    push_audio(&mut h, audio[..120].to_vec());
+    assert_eq!(completed(&mut g, &p), audio[..80]);
+    // The second fills two periods: both are completed at once.
+    push_audio(&mut h, audio[120..].to_vec());
+    let mut two = Vec::new();
+    while two.len() < 2 {
+        let done = g.wait_io(QUEUE_RX, TIMEOUT).unwrap();
+        assert!(!done.is_empty(), "the second buffer's periods");
+        two.extend(done.into_iter().map(|c| c.data));
     }
-    for k in 0..3 {
-        assert_eq!(next_period(&mut h, &mut g), audio[k * 80..(k + 1) * 80]);
+    assert_eq!(two, [&audio[80..160], &audio[160..]]);
+    for _ in 0..2 {
         g.submit_rx(1, p.period_bytes).unwrap();
     }
-    // Upstream stops: silence again; half a period is held back, not played as a
-    // half-filled period.
-    assert!(silent(&next_period(&mut h, &mut g)));
-    g.submit_rx(1, p.period_bytes).unwrap();
-    push_audio(&mut h, tone(&p, 240, 40));
-    assert!(silent(&next_period(&mut h, &mut g)));
+    // Upstream stalls for the grace of a 4-period buffer (2.5 periods): silence.
+    stall(&h, 25);
+    assert!(silent(&completed(&mut g, &p)));
 }
 
 #[test]
@@ -177,7 +194,8 @@ fn caps_follow_the_guest_and_upstream_is_asked_to_renegotiate() {
     g.submit_rx(1, p.period_bytes).unwrap();
     assert_eq!(g.start(1).unwrap(), S_OK);
     push_audio(&mut h, vec![0x55; 1764]);
-    let got = next_period(&mut h, &mut g);
+    stall(&h, first_wait_ms(&p));
+    let got = completed(&mut g, &p);
     assert!(got.iter().all(|b| *b == 0));
 
     let start = wait_message(&bus, |s| {
@@ -190,4 +208,43 @@ fn caps_follow_the_guest_and_upstream_is_asked_to_renegotiate() {
     wait_message(&bus, |s| s.get::<&str>("event").ok() == Some("stop"));
     assert_eq!(g.release(1).unwrap(), S_OK);
     wait_message(&bus, |s| s.get::<&str>("event").ok() == Some("release"));
+}
+
+/// Upstream was producing long before the guest started: the guest's first period
+/// holds the audio captured from START on (by the buffers' timestamps on the pipeline
+/// clock), not older audio and not silence.
+#[test]
+fn the_recording_holds_upstream_audio_from_start_on() {
+    let socket = socket_path("sink-from-start");
+    let mut h = clocked_sink(&socket);
+    let mut g = connect(&socket);
+    let p = params(formats::FMT_S16, 48000, 2, 480);
+    prepare_capture(&mut g, &mut h, &p);
+    for _ in 0..4 {
+        g.submit_rx(1, p.period_bytes).unwrap();
+    }
+    let clock = h.testclock().unwrap();
+    let base = h
+        .element()
+        .unwrap()
+        .base_time()
+        .unwrap_or(gst::ClockTime::ZERO);
+    clock.set_time(gst::ClockTime::from_seconds(1));
+    assert_eq!(g.start(1).unwrap(), S_OK);
+    let started = gst::ClockTime::from_seconds(1) - base;
+    clock.set_time(gst::ClockTime::from_mseconds(1050));
+    // 2.5 ms buffers (120 frames) from 5 ms before START on.
+    let first = (started - gst::ClockTime::from_mseconds(5)).nseconds();
+    for k in 0..8u64 {
+        let mut b = gst::Buffer::from_mut_slice(tone(&p, k * 120, 120));
+        b.get_mut()
+            .unwrap()
+            .set_pts(gst::ClockTime::from_nseconds(first + k * 2_500_000));
+        assert_eq!(h.push(b), Ok(gst::FlowSuccess::Ok));
+        if k < 5 {
+            nothing_completed(&mut g, &format!("a period completed after buffer {k}"));
+        }
+    }
+    // Buffers 0 and 1 are from before START; 2..=5 are the first period.
+    assert!(completed(&mut g, &p) == tone(&p, 240, 480));
 }

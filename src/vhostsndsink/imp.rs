@@ -1,8 +1,10 @@
 //! `vhostsndsink` is the guest's capture stream. Rendering (synced to the clock by
-//! GstBaseSink) only queues audio for the guest; the device completes the guest's
-//! capture periods at the real-time rate, from that queue or with silence when
-//! upstream under-runs. In PLAYING the device follows the pipeline clock. Rendering
-//! never blocks: audio nobody captures is dropped.
+//! GstBaseSink) hands each buffer to the device with the clock time it was captured
+//! at; the device completes every guest period the buffer fills, right there on the
+//! streaming thread, so the guest's recording starts with the audio from its START
+//! and lags upstream by at most a period. When upstream stalls the device's pacer
+//! completes periods with silence. In PLAYING the device follows the pipeline clock.
+//! Rendering never blocks: audio nobody captures is dropped.
 
 use std::sync::{Arc, LazyLock, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -16,7 +18,7 @@ use gst_base::subclass::prelude::*;
 use crate::attach::Attached;
 use crate::audio;
 use crate::pipeline_clock::PipelineClock;
-use vhost_user_sound::{Card, DeviceEvent, Direction, PcmRequest};
+use vhost_user_sound::{Card, DeviceEvent, Direction, Pacing, PcmRequest};
 use virtio_snd_wire::formats::DEFAULT_PARAMS;
 
 static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
@@ -44,6 +46,8 @@ pub struct VhostSndSink {
     settings: Mutex<Settings>,
     attached: Mutex<Option<Attached>>,
     negotiated: Mutex<Option<gst_audio::AudioInfo>>,
+    /// Who paced capture before the element took over in PLAYING.
+    pacing_before: Mutex<Option<Pacing>>,
     drops: Mutex<Drops>,
 }
 
@@ -54,6 +58,18 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 impl VhostSndSink {
     fn card(&self) -> Option<Arc<Card>> {
         lock(&self.attached).as_ref().map(|a| a.card().clone())
+    }
+
+    /// When `buffer`'s first sample was captured, on the pipeline clock the device
+    /// follows in PLAYING.
+    fn captured_at(&self, buffer: &gst::Buffer) -> Option<u64> {
+        let obj = self.obj();
+        obj.clock()?;
+        let base = obj.base_time()?;
+        let segment = obj.segment();
+        let segment = segment.downcast_ref::<gst::ClockTime>()?;
+        let running = segment.to_running_time(buffer.pts()?)?;
+        Some((base + running).nseconds())
     }
 
     fn dropped(&self, why: &str) {
@@ -106,9 +122,9 @@ impl ObjectImpl for VhostSndSink {
 
     fn constructed(&self) {
         self.parent_constructed();
-        // Rendering only queues audio, and the device keeps a cushion against late
-        // audio: GstBaseSink's default 20 ms processing deadline would hold every
-        // buffer back 20 ms more for nothing.
+        // Rendering only hands audio to the device, which completes the guest's
+        // periods at once: GstBaseSink's default 20 ms processing deadline would hold
+        // every buffer back 20 ms more for nothing.
         self.obj().set_processing_deadline(gst::ClockTime::ZERO);
     }
 }
@@ -184,6 +200,9 @@ impl ElementImpl for VhostSndSink {
                         Direction::Capture,
                         Some(Arc::new(PipelineClock::new(clock))),
                     );
+                    // Upstream's audio completes the guest's periods from now on.
+                    let was = card.set_pacing(Direction::Capture, Pacing::Element);
+                    *lock(&self.pacing_before) = Some(was);
                 }
             }
             _ => {}
@@ -192,6 +211,11 @@ impl ElementImpl for VhostSndSink {
         match transition {
             gst::StateChange::PlayingToPaused => {
                 if let Some(card) = self.card() {
+                    // As the application left it (the daemon keeps Element, so that
+                    // the first period of the next capture waits for its source).
+                    if let Some(was) = lock(&self.pacing_before).take() {
+                        card.set_pacing(Direction::Capture, was);
+                    }
                     card.set_clock(Direction::Capture, None);
                 }
             }
@@ -255,7 +279,7 @@ impl BaseSinkImpl for VhostSndSink {
             gst::element_imp_error!(self, gst::CoreError::Failed, ["Failed to map buffer"]);
             gst::FlowError::Error
         })?;
-        if !card.push_capture(&map) {
+        if !card.push_capture(&map, self.captured_at(buffer)) {
             self.dropped("the guest is not capturing");
         }
         Ok(gst::FlowSuccess::Ok)

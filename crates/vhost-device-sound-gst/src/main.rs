@@ -17,7 +17,7 @@ use clap::Parser;
 use gst::glib;
 use log::{error, info};
 
-use vhost_user_sound::{Device, DeviceEvent, Direction, PcmRequest};
+use vhost_user_sound::{Device, DeviceEvent, Direction, Pacing, PcmRequest};
 
 use host::{HostPipeline, Side};
 
@@ -84,7 +84,14 @@ fn run(args: cli::Args) -> Result<(), String> {
         info!("capture: disabled, the guest records silence");
         None
     } else {
-        Some(HostPipeline::new(Side::Capture, &args.capture, &socket)?)
+        let pipeline = HostPipeline::new(Side::Capture, &args.capture, &socket)?;
+        // The source opens at the guest's START: its first period waits for the
+        // source's first audio (FIRST_CAPTURE_WAIT_NS at most), not filled with
+        // silence by the card's pacer meanwhile.
+        device
+            .card()
+            .set_pacing(Direction::Capture, Pacing::Element);
+        Some(pipeline)
     };
 
     let main_loop = glib::MainLoop::new(None, false);

@@ -10,9 +10,11 @@
 //!   audio takes over with [`Card::set_pacing`] and completes one period per tick with
 //!   [`Card::take_playback`] (a live output, on the engine's clock given by
 //!   [`Card::set_clock`]), or as fast as it can with [`Card::wait_playback`].
-//! - **Capture** (what the guest records): the engine queues audio with
-//!   [`Card::push_capture`]; the card's pacer hands it to the guest a period at a time
-//!   and gives silence when the engine falls behind.
+//! - **Capture** (what the guest records): the engine hands over audio with
+//!   [`Card::push_capture`], stamped on the stream's clock; each guest period is
+//!   completed as soon as it is there, holding audio from START on. The card's pacer
+//!   gives silence when the engine stalls (after [`FIRST_CAPTURE_WAIT_NS`] more for
+//!   the first period), or when there is no engine.
 //! - **Events**: [`Card::subscribe`] reports connections and every PCM request of the
 //!   guest ([`DeviceEvent`]); [`Card::snapshot`] tells a stream's state and format.
 //!
@@ -90,7 +92,9 @@ mod pcm;
 mod registry;
 mod server;
 
-pub use card::{Card, DeviceEvent, Direction, Listener, Pacing, Playback, StreamSnapshot};
+pub use card::{
+    Card, DeviceEvent, Direction, Listener, Pacing, Playback, StreamSnapshot, FIRST_CAPTURE_WAIT_NS,
+};
 pub use clock::{MonotonicClock, PacerClock};
 pub use control::{Topology, MAX_INFO_SIZE, MAX_PERIOD_BYTES};
 pub use io::MAX_CHAIN;

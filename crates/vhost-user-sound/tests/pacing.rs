@@ -16,15 +16,12 @@ fn pacing_follows_the_clock_exactly() {
     card.set_playback_latency(20_000_000);
     setup(&mut g, PLAY);
     setup(&mut g, CAP);
-    // Three periods of a ramp, queued for the guest's capture a period at a time:
-    // exactly the cushion (two periods plus the largest chunk) the device waits for.
+    // Three periods of a ramp for the guest's capture, a period at a time. Before
+    // START nothing is kept: the recording starts at START.
     let pattern: Vec<u8> = (0..3 * PERIOD / 2)
         .flat_map(|i| (i as u16).wrapping_mul(7).to_le_bytes())
         .collect();
-    for chunk in pattern.chunks(PERIOD as usize) {
-        // Kept for START, though the guest is not capturing yet.
-        assert!(!card.push_capture(chunk));
-    }
+    assert!(!card.push_capture(&pattern, None));
     let t: Vec<_> = (0..5).map(|i| tx(&mut g, i)).collect();
     let r: Vec<_> = (0..5)
         .map(|i| g.submit_rx_split(CAP, PERIOD, 1 + i % 3).unwrap())
@@ -35,6 +32,10 @@ fn pacing_follows_the_clock_exactly() {
     assert_eq!(g.start(CAP).unwrap(), S_OK);
     assert_eq!(rig.tl.blocked(PLAY), start + PERIOD_NS);
     assert_eq!(rig.tl.blocked(CAP), start + PERIOD_NS);
+    for chunk in pattern.chunks(PERIOD as usize) {
+        // Queued: the card's pacer completes capture on its clock.
+        assert!(card.push_capture(chunk, None));
+    }
 
     // One nanosecond short of the first period: nothing.
     let checks = rig.tl.lock().checks;

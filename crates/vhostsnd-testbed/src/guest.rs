@@ -120,8 +120,13 @@ pub fn tone_channel_fault(
     None
 }
 
-/// Checks a WAV the guest recorded: tone `freqs[c]` on channel `c`, at the right
-/// level, for at least `min_secs`, with no dropout and no discontinuity.
+/// How soon after a recording's first frame the host's tone must be in it: a real
+/// card's first period holds what its microphone heard from START on.
+pub const TONE_START_SECS: f64 = 0.005;
+
+/// Checks a WAV the guest recorded: tone `freqs[c]` on channel `c` from its first
+/// [`TONE_START_SECS`] on, at the right level, for at least `min_secs`, with no
+/// dropout and no discontinuity.
 pub fn check_recording(
     what: &str,
     wav: Option<&Vec<u8>>,
@@ -152,6 +157,17 @@ pub fn check_recording(
         let Some(seg) = analysis::detect_tone(&x, w.rate, 0.05) else {
             fail(&format!("{what}: channel {c} is silent"), Some(out), errors);
         };
+        let starts = seg.start as f64 / f64::from(w.rate);
+        if starts > TONE_START_SECS {
+            fail(
+                &format!(
+                    "{what}: channel {c}: the tone starts {:.1} ms into the recording",
+                    starts * 1e3
+                ),
+                Some(out),
+                errors,
+            );
+        }
         if seg.duration_secs(w.rate) < min_secs {
             fail(
                 &format!("{what}: tone only {:.3} s", seg.duration_secs(w.rate)),
@@ -175,6 +191,22 @@ pub fn check_recording(
             );
         }
     }
+}
+
+/// A guest script that runs the unmodified `alsabat` once per line of `runs` (its
+/// arguments, e.g. `-C hw:0,0 -c 2 -F 1000`), each with 2 s at 48 kHz S16, prints its
+/// report and `ALSABAT-RC=N`, and exits with the first failure's status.
+pub fn alsabat_script(runs: &[&str]) -> String {
+    let mut s = String::from("fail=0\n");
+    for args in runs {
+        s.push_str(&format!(
+            "alsabat {args} -r 48000 -f S16_LE -n 96000 >/tmp/bat.log 2>&1; rc=$?; \
+             cat /tmp/bat.log; echo \"ALSABAT-RC=$rc ({args})\"; \
+             [ $fail -ne 0 ] || fail=$rc\n"
+        ));
+    }
+    s.push_str("exit $fail\n");
+    s
 }
 
 /// arecord on the card's PCM device: 2 s at 48 kHz S16 into a WAV.

@@ -1,23 +1,47 @@
-//! What vhostsndsink calls with each upstream buffer.
+//! What vhostsndsink calls with each upstream buffer. With [`Pacing::Element`] the
+//! capture stream's periods are completed here, on the sink's streaming thread, as
+//! soon as upstream has delivered them (one wake-up per period, one period of
+//! latency), and the card's pacer only stands by for an upstream that stalls (see
+//! `pacer`); with [`Pacing::Internal`] the pacer completes them on the clock.
 
-use super::{Card, Direction};
+use super::{Card, Direction, Pacing};
 use crate::pcm::PcmState;
 
 impl Card {
-    /// vhostsndsink: queues audio for the guest's capture stream. Returns `false` (and
-    /// drops the audio) when the guest is not capturing.
-    ///
-    /// Like a microphone that is always on, the newest cushion of audio is kept
-    /// while the guest has the stream set up but stopped, so a capture starts with
-    /// what was said just before, not with silence.
-    pub fn push_capture(&self, data: &[u8]) -> bool {
+    /// vhostsndsink: queues `data`, captured from `at` on the stream's clock (if the
+    /// sink knows), for the guest's capture stream, and, when the element paces,
+    /// completes every guest period it fills. Returns `false` (and drops the audio)
+    /// when the guest is not capturing.
+    pub fn push_capture(&self, data: &[u8], at: Option<u64>) -> bool {
+        let dir = Direction::Capture;
         let mut st = self.lock();
-        let s = st.stream(Direction::Capture);
-        let Some(p) = s.params.filter(|_| s.state != PcmState::Idle) else {
+        let s = st.stream(dir);
+        let Some(p) = s.params.filter(|_| s.state == PcmState::Running) else {
             return false;
         };
-        let running = s.state == PcmState::Running;
-        s.capture.push(data, &p, running);
-        running
+        s.capture.push(data, at, &p);
+        if s.pacing != Pacing::Element {
+            return true;
+        }
+        let mut completed = false;
+        loop {
+            let s = st.stream(dir);
+            let paced = s.state == PcmState::Running && s.pacing == Pacing::Element;
+            if !paced || s.params != Some(p) || !s.capture.ready(&p) {
+                break;
+            }
+            let (next, frames, done) = self.run_period(st, dir, None);
+            st = next;
+            if frames == 0 {
+                break;
+            }
+            completed |= done;
+            let s = st.stream(dir);
+            s.element_tick = Some(s.clock.now());
+        }
+        if completed {
+            self.poll_ring(&mut st, dir);
+        }
+        true
     }
 }

@@ -9,7 +9,7 @@
 //! completion of one period in `period`, the card's own pacer in `pacer`, rings QEMU
 //! stops and starts in `pause`, rings the guest broke in `broken`, what the elements
 //! call per buffer in `playback` and `capture` (with the capture queue and its
-//! cushion in `capture_fifo`), and the fan-out of [`DeviceEvent`]s in `events`.
+//! timeline in `capture_fifo`), and the fan-out of [`DeviceEvent`]s in `events`.
 
 mod broken;
 mod capture;
@@ -36,6 +36,7 @@ use crate::io::{GuestMem, IoMessage};
 use crate::log_limit::limited;
 use crate::pcm::{PcmRequest, PcmState, Transition};
 pub use events::{DeviceEvent, Listener};
+pub use pacer::FIRST_CAPTURE_WAIT_NS;
 pub use playback::Playback;
 use stream::Stream;
 pub use stream::{Direction, Pacing, StreamSnapshot};
@@ -264,13 +265,18 @@ impl Card {
             s.state = next;
             if req == PcmRequest::SetParams {
                 // Queued audio is in the old format.
-                s.capture.new_format();
+                s.capture.clear();
             }
-            if req == PcmRequest::Start {
+            let start = (req == PcmRequest::Start).then(|| s.clock.now());
+            if let Some(now) = start {
                 s.periods = 0;
-                s.capture.restart();
+                s.capture.start(now);
             }
             s.changed();
+            if let (Some(now), Direction::Capture) = (start, dir) {
+                // The first period's wait for upstream counts from START.
+                s.element_tick = Some(now);
+            }
             let params = s.params;
             self.poll_ring(&mut st, dir);
             params
@@ -320,9 +326,11 @@ impl Card {
     }
 
     /// An element takes over (or gives back) the completion of `dir`'s periods.
-    pub fn set_pacing(&self, dir: Direction, pacing: Pacing) {
+    /// Returns who completed them until now.
+    pub fn set_pacing(&self, dir: Direction, pacing: Pacing) -> Pacing {
         let mut st = self.lock();
         let s = st.stream(dir);
+        let was = s.pacing;
         if s.pacing != pacing {
             s.pacing = pacing;
             s.changed();
@@ -330,6 +338,7 @@ impl Card {
         }
         drop(st);
         self.notify();
+        was
     }
 
     /// Paces `dir` by `clock` from now on; `None` goes back to the monotonic clock.
@@ -338,6 +347,8 @@ impl Card {
         let s = st.stream(dir);
         s.clock.interrupt();
         s.clock = clock.unwrap_or_else(|| Arc::new(MonotonicClock::new()));
+        // Capture times were on the old clock: upstream's next audio places itself.
+        s.capture.clear();
         s.changed();
         drop(st);
         self.notify();

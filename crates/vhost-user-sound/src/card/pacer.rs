@@ -1,9 +1,10 @@
-//! The card's own pacer: one thread per stream that completes periods on the stream's
-//! clock with absolute deadlines, while no element does (capture always, playback
-//! while vhostsndsrc is not PLAYING). While vhostsndsrc paces playback, the pacer
-//! stands by: if the element stops ticking (its downstream blocks: an audio server
-//! re-creating its stream, a full queue), the pacer keeps the guest's time, so the
-//! guest never waits on the host's output.
+//! The card's own pacer: one thread per stream. It completes periods on the stream's
+//! clock with absolute deadlines while no element does (vhostsndsrc or vhostsndsink
+//! not PLAYING, and the daemon without a capture pipeline). Otherwise it stands by: while vhostsndsrc paces playback, if the element stops ticking (its
+//! downstream blocks: an audio server re-creating its stream, a full queue), and
+//! while vhostsndsink's upstream completes capture periods, if upstream stalls (or
+//! there is no sink at all), the pacer keeps the guest's time, so the guest never
+//! waits on the host.
 
 use std::sync::MutexGuard;
 
@@ -14,6 +15,11 @@ use super::{Card, Direction, Pacing, State};
 use crate::clock::PacerClock;
 use crate::log_limit::limited;
 use crate::pcm::PcmState;
+
+/// How much longer than a period the guest's first capture period waits for
+/// upstream's first audio before it is completed with silence: a host source that
+/// opens at START (the daemon's) takes that long at most.
+pub const FIRST_CAPTURE_WAIT_NS: u64 = 200_000_000;
 
 impl Card {
     /// Blocks until `dir` has a period due on its clock, then serves it. Returns
@@ -82,14 +88,18 @@ impl Card {
         true
     }
 
-    /// The element paces: once its clock has run on for a grace time without a tick
-    /// from it, the pacer completes one period per period (their audio is dropped)
-    /// until it ticks again. The grace is half the guest's buffer (one to four
-    /// periods) and half a period more, so that a tick that comes a period after the
-    /// last, a little late, is no stall; it stays well inside the time after which
-    /// Linux fails a blocked write (1.1 buffers), and what the element catches up on
-    /// afterwards is less than the guest's buffer. A clock that stands still (a test
-    /// clock) is no stall.
+    /// An element paces (vhostsndsrc's ticks, vhostsndsink's upstream audio): once
+    /// the clock has run on for a grace time without a tick, the pacer completes one
+    /// period per period (playback's audio is dropped, capture's is what upstream
+    /// gave and silence) until the element ticks again. The grace is half the
+    /// guest's buffer (one to four periods) and half a period more, so that a tick
+    /// that comes a period after the last, a little late, is no stall; it stays well
+    /// inside the time after which Linux fails a blocked transfer (1.1 buffers), and
+    /// what the element catches up on afterwards is less than the guest's buffer. A
+    /// capture's first period waits [`FIRST_CAPTURE_WAIT_NS`] longer, for a source
+    /// that opens at START. A clock that stands still (a test clock) is no stall.
+    ///
+    /// While the element ticks, the pacer wakes once per grace, not once per period.
     fn stand_by(&self, mut st: MutexGuard<'_, State>, dir: Direction) -> bool {
         let s = st.stream(dir);
         let Some(params) = s.params else {
@@ -97,7 +107,13 @@ impl Card {
         };
         let period_ns = params.bytes_to_ns(u64::from(params.period_bytes));
         let periods = u64::from(params.buffer_bytes / params.period_bytes.max(1));
-        let grace = period_ns * (periods / 2).clamp(1, 4) + period_ns / 2;
+        let normal = period_ns * (periods / 2).clamp(1, 4) + period_ns / 2;
+        let first = dir == Direction::Capture && s.periods == 0;
+        let grace = if first {
+            period_ns + FIRST_CAPTURE_WAIT_NS
+        } else {
+            normal
+        };
         let clock = s.clock.clone();
         let tick = *s.element_tick.get_or_insert(clock.now());
         let due = tick + grace;
@@ -114,17 +130,40 @@ impl Card {
         if s.generation != generation || s.pacing != Pacing::Element || !stalled {
             return true;
         }
-        if s.covered == 0 {
-            limited!(
-                Level::Warn,
-                "{} stream: vhostsndsrc has not ticked for {} ms (its downstream blocks): \
-                 the card keeps the guest's time and drops its audio meanwhile",
-                dir.name(),
-                grace / 1_000_000
-            );
+        if dir == Direction::Capture {
+            if first {
+                limited!(
+                    Level::Info,
+                    "capture stream: no audio from upstream within {} ms of START: the \
+                     guest records silence until it comes",
+                    FIRST_CAPTURE_WAIT_NS / 1_000_000
+                );
+            } else {
+                limited!(
+                    Level::Info,
+                    "capture stream: upstream sent nothing for {} ms: the guest records \
+                     silence meanwhile",
+                    grace / 1_000_000
+                );
+            }
+            // The next period a period from now: no burst into the guest to make up
+            // for the wait.
+            let now = s.clock.now();
+            s.element_tick = Some((tick + period_ns).max((now + period_ns).saturating_sub(normal)));
+        } else {
+            if s.covered == 0 {
+                limited!(
+                    Level::Warn,
+                    "{} stream: vhostsndsrc has not ticked for {} ms (its downstream \
+                     blocks): the card keeps the guest's time and drops its audio \
+                     meanwhile",
+                    dir.name(),
+                    grace / 1_000_000
+                );
+            }
+            s.covered += 1;
+            s.element_tick = Some(tick + period_ns);
         }
-        s.covered += 1;
-        s.element_tick = Some(tick + period_ns);
         let (mut st, _, done) = self.run_period(st, dir, None);
         if done {
             self.poll_ring(&mut st, dir);

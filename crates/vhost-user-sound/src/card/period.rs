@@ -62,7 +62,7 @@ impl Card {
         let Some(msg) = msg else {
             if dir == Direction::Capture {
                 // The guest is late: keep the sink's audio in real time anyway.
-                s.capture.skip((period_frames * frame) as usize);
+                s.capture.skip((period_frames * frame) as usize, &params);
             }
             return (st, period_frames, false);
         };

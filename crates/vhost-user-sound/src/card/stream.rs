@@ -77,7 +77,8 @@ impl Direction {
 pub enum Pacing {
     /// The card's own pacer thread, on the stream's clock.
     Internal,
-    /// An element, on its own clock (vhostsndsrc in PLAYING).
+    /// An element, on its own clock: vhostsndsrc's ticks in PLAYING, or the audio
+    /// vhostsndsink's upstream delivers (with the pacer standing by in both).
     Element,
     /// An element, as fast as it takes them (vhostsndsrc with `is-live=false`).
     OnDemand,
