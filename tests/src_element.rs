@@ -214,6 +214,37 @@ fn a_guest_format_change_is_converted_to_the_output_format() {
     }
 }
 
+/// Downstream that lists mono first (opusenc does) still gets the guest's stereo:
+/// among what downstream takes, the output prefers the guest's format.
+#[test]
+fn the_guests_format_is_preferred_among_what_downstream_lists() {
+    let socket = socket_path("src-prefers");
+    init();
+    let mut h = Harness::new("vhostsndsrc");
+    let el = h.element().unwrap();
+    el.set_property("socket", socket.to_str().unwrap());
+    el.set_property("is-live", false);
+    h.set_sink_caps(
+        "audio/x-raw,format=S16LE,layout=interleaved,rate=48000,channels=1; \
+         audio/x-raw,format=S16LE,layout=interleaved,rate=48000,channels=2,\
+         channel-mask=(bitmask)0x3"
+            .parse()
+            .unwrap(),
+    );
+    h.play();
+    let mut g = connect(&socket);
+    let p = params(formats::FMT_S16, 48000, 2, 480);
+    start_playback(&mut g, &p);
+    g.submit_tx(0, &tone(&p, 0, 480)).unwrap();
+    g.submit_tx(0, &tone(&p, 480, 480)).unwrap();
+    assert_eq!(g.start(0).unwrap(), S_OK);
+    let buf = h.pull().expect("the guest's first period");
+    assert!(*buf.map_readable().unwrap() == tone(&p, 0, 480));
+    let caps = h.sinkpad().unwrap().current_caps().unwrap();
+    let info = gst_audio::AudioInfo::from_caps(&caps).unwrap();
+    assert_eq!(info.channels(), 2, "{caps}");
+}
+
 /// Offline, every queued period but the guest's newest completes at once, in one
 /// buffer and with one interrupt; the newest waits for the guest to queue another (or,
 /// at the end of a stream, for a period of real time), so that a Linux guest never

@@ -559,9 +559,19 @@ impl BaseSrcImpl for VhostSndSrc {
     }
 
     fn fixate(&self, caps: gst::Caps) -> gst::Caps {
-        // Where downstream leaves a choice, the nearest to the guest's format.
-        let p = lock(&self.timing).params;
-        let mut caps = caps;
+        // Downstream lists what it takes in its own order (opusenc: mono first): the
+        // output carries what it carries already, or the guest's format, if
+        // downstream takes it; where downstream leaves a choice, the nearest to it.
+        let (p, out) = {
+            let t = lock(&self.timing);
+            (t.params, t.out.as_ref().and_then(|o| o.to_caps().ok()))
+        };
+        let mut caps = [out, audio::caps(&p)]
+            .into_iter()
+            .flatten()
+            .map(|want| caps.intersect_with_mode(&want, gst::CapsIntersectMode::First))
+            .find(|c| !c.is_empty())
+            .unwrap_or(caps);
         caps.truncate();
         if let Some(s) = caps.make_mut().structure_mut(0) {
             s.fixate_field_nearest_int("rate", p.rate_hz() as i32);

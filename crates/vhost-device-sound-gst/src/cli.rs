@@ -43,6 +43,12 @@ pub struct Args {
     #[arg(long, value_name = "DESC", default_value = DEFAULT_CAPTURE)]
     pub capture: String,
 
+    /// The VM's name in the host's audio server: its playback and capture streams
+    /// are listed under it (application, media and node name), each with its own
+    /// volume. Default: the socket file's name without its extension.
+    #[arg(long, value_name = "NAME")]
+    pub name: Option<String>,
+
     /// Never open a capture source: the guest records silence.
     #[arg(long, conflicts_with = "capture")]
     pub no_capture: bool,

@@ -9,6 +9,8 @@ use std::time::Duration;
 use gst::prelude::*;
 use log::{error, info};
 
+use crate::naming;
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Side {
     Playback,
@@ -16,7 +18,7 @@ pub enum Side {
 }
 
 impl Side {
-    fn name(self) -> &'static str {
+    pub fn name(self) -> &'static str {
         match self {
             Side::Playback => "playback",
             Side::Capture => "capture",
@@ -31,6 +33,8 @@ pub struct HostPipeline {
     side: Side,
     launch: String,
     socket: String,
+    /// The VM's name on the audio server's streams.
+    name: String,
     running: RefCell<Option<(gst::Pipeline, gst::bus::BusWatchGuard)>>,
     /// Whether the pipeline should run (a failed one is retried only then).
     wanted: RefCell<bool>,
@@ -39,7 +43,7 @@ pub struct HostPipeline {
 impl HostPipeline {
     /// Checks `desc` by building the pipeline once, so that a bad description or a
     /// missing plugin is reported at start-up.
-    pub fn new(side: Side, desc: &str, socket: &str) -> Result<Rc<Self>, String> {
+    pub fn new(side: Side, desc: &str, socket: &str, name: &str) -> Result<Rc<Self>, String> {
         let launch = match side {
             Side::Playback => format!("vhostsndsrc name=vhostsnd ! {desc}"),
             Side::Capture => format!("{desc} ! vhostsndsink name=vhostsnd"),
@@ -48,6 +52,7 @@ impl HostPipeline {
             side,
             launch,
             socket: socket.to_owned(),
+            name: name.to_owned(),
             running: RefCell::new(None),
             wanted: RefCell::new(false),
         });
@@ -66,6 +71,7 @@ impl HostPipeline {
             .by_name("vhostsnd")
             .ok_or_else(|| format!("{what} pipeline has no vhostsnd element"))?;
         vhostsnd.set_property("socket", &self.socket);
+        naming::apply(&pipeline, &vhostsnd, &self.name, self.side);
         Ok(pipeline)
     }
 

@@ -5,6 +5,7 @@
 mod cli;
 mod host;
 mod logger;
+mod naming;
 mod signals;
 
 use std::os::fd::FromRawFd;
@@ -78,13 +79,20 @@ fn run(args: cli::Args) -> Result<(), String> {
         (None, None) => return Err("--socket or --socket-fd is required".into()),
     };
     let socket = socket.to_string_lossy().into_owned();
+    let name = args
+        .name
+        .clone()
+        .unwrap_or_else(|| naming::default_name(&socket));
+    // The audio server's client name (pulsesink and pulsesrc take GLib's).
+    glib::set_application_name(&name);
+    info!("streams are named {name:?} in the host's audio server");
 
-    let playback = HostPipeline::new(Side::Playback, &args.playback, &socket)?;
+    let playback = HostPipeline::new(Side::Playback, &args.playback, &socket, &name)?;
     let capture = if args.no_capture {
         info!("capture: disabled, the guest records silence");
         None
     } else {
-        let pipeline = HostPipeline::new(Side::Capture, &args.capture, &socket)?;
+        let pipeline = HostPipeline::new(Side::Capture, &args.capture, &socket, &name)?;
         // The source opens at the guest's START: its first period waits for the
         // source's first audio (FIRST_CAPTURE_WAIT_NS at most), not filled with
         // silence by the card's pacer meanwhile.

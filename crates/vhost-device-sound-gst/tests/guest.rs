@@ -357,3 +357,94 @@ fn daemon_retries_a_failed_host_pipeline() {
         );
     }
 }
+
+/// Listening remotely: the daemon streams the guest's playback as Opus over RTP (the
+/// README's example, on the loopback), and a receiver (`udpsrc ! rtpopusdepay !
+/// opusdec`) hears the guest's tone on each channel.
+#[test]
+fn daemon_streams_the_guest_as_opus_over_rtp() {
+    init();
+    let sock = socket("daemon-rtp");
+    let port = std::net::UdpSocket::bind("127.0.0.1:0")
+        .and_then(|s| s.local_addr())
+        .map(|a| a.port())
+        .expect("a free UDP port");
+    let received = sock.with_file_name("received.wav");
+    let mut receiver = Command::new("gst-launch-1.0")
+        .args(["-q", "-e", "udpsrc", "address=127.0.0.1"])
+        .arg(format!("port={port}"))
+        // What the payloader puts in its caps: without them the depayloader says mono.
+        .arg(
+            "caps=application/x-rtp,media=audio,clock-rate=48000,encoding-name=OPUS,\
+             payload=96,sprop-stereo=(string)1,encoding-params=(string)2",
+        )
+        .args([
+            "!",
+            "rtpjitterbuffer",
+            "latency=100",
+            "!",
+            "rtpopusdepay",
+            "!",
+            "opusdec",
+        ])
+        .args(["!", "audioconvert", "!", "audioresample", "!"])
+        .arg("audio/x-raw,format=S16LE,rate=48000,channels=2")
+        .args(["!", "wavenc", "!", "filesink"])
+        .arg(format!("location={}", received.display()))
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("the receiver starts");
+    let playback = format!(
+        "audioconvert ! audioresample ! opusenc ! rtpopuspay ! udpsink host=127.0.0.1 port={port}"
+    );
+    let d = Daemon::start(&[
+        "--socket",
+        sock.to_str().unwrap(),
+        "--playback",
+        &playback,
+        "--no-capture",
+    ]);
+    if !d.wait_log("serving a virtio-snd device", Duration::from_secs(10)) {
+        daemon_fail("the daemon did not start", None, &d.log());
+    }
+    let wav = tone_wav(WavFormat::I16, 48000, &[440.0, 660.0], 3.0);
+    let out = boot(
+        GuestOpts::new("aplay -q -D hw:0,0 tone.wav")
+            .socket(&sock)
+            .file("tone.wav", wav),
+    );
+    if out.rc != 0 {
+        daemon_fail("the guest could not play", Some(&out), &d.log());
+    }
+    // SAFETY: kill(2) on our own child's pid; -e turns SIGINT into an EOS, which
+    // makes wavenc finish the file.
+    unsafe { libc::kill(receiver.id() as i32, libc::SIGINT) };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while receiver.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = receiver.kill();
+    let _ = receiver.wait();
+    let bytes = std::fs::read(&received).unwrap_or_default();
+    let w = analysis::read_wav(&bytes)
+        .unwrap_or_else(|e| daemon_fail(&format!("received.wav: {e}"), Some(&out), &d.log()));
+    for (c, want) in [(0, 440.0), (1, 660.0)] {
+        let x = w.channel(c);
+        let Some(seg) = analysis::detect_tone(&x, w.rate, 0.05) else {
+            daemon_fail(
+                &format!("the receiver heard nothing on channel {c}"),
+                Some(&out),
+                &d.log(),
+            );
+        };
+        let secs = seg.duration_secs(w.rate);
+        let f = analysis::dominant_frequency(&x[seg.start..seg.end], w.rate).unwrap_or(0.0);
+        if (f - want).abs() > 2.0 || !(2.9..=3.2).contains(&secs) {
+            daemon_fail(
+                &format!("channel {c}: {secs:.3} s of {f:.1} Hz received, not 3 s of {want} Hz"),
+                Some(&out),
+                &d.log(),
+            );
+        }
+    }
+}

@@ -280,7 +280,21 @@ fn build_dir() -> PathBuf {
 }
 
 /// Starts the host side on `socket`, reaching `server`; returns once it serves.
-fn start_host(side: HostSide, server: &AudioServer, socket: &Path) -> Result<Host, String> {
+/// The name the daemon's streams go by in the server: PulseAudio's boots name the VM
+/// with `--name`, PipeWire's leave the default (the socket file's name, `snd`).
+fn vm_name(kind: Kind) -> &'static str {
+    match kind {
+        Kind::PulseAudio => "Work VM 2",
+        Kind::PipeWire => "snd",
+    }
+}
+
+fn start_host(
+    side: HostSide,
+    kind: Kind,
+    server: &AudioServer,
+    socket: &Path,
+) -> Result<Host, String> {
     let sock = socket.display().to_string();
     // Warnings from everything (pulsesink's among them), the elements' info.
     let debug = "2,vhostsnd*:4";
@@ -288,6 +302,9 @@ fn start_host(side: HostSide, server: &AudioServer, socket: &Path) -> Result<Hos
         HostSide::Daemon => {
             let mut c = server.command(env!("CARGO_BIN_EXE_vhost-device-sound-gst"));
             c.args(["--socket", &sock, "-v"]);
+            if kind == Kind::PulseAudio {
+                c.args(["--name", vm_name(kind)]);
+            }
             c
         }
         HostSide::LaunchConvert | HostSide::LaunchPlain => {
@@ -607,10 +624,11 @@ fn check_capture(rate: u32, wav: Option<&Vec<u8>>, tone_hz: f64) -> (String, Vec
     (line, problems)
 }
 
-/// Polls `pactl list sink-inputs` until `stop`, collecting the host's streams.
-/// The streams in the order they first appeared.
-fn watch_sink_inputs(server: &AudioServer, stop: &AtomicBool) -> Vec<(String, String)> {
-    let mut seen = Vec::new();
+/// Polls `pactl list sink-inputs` and `source-outputs` until `stop`, collecting the
+/// host's playback streams (in the order they first appeared) and the application
+/// names of the recording streams.
+fn watch_streams(server: &AudioServer, stop: &AtomicBool) -> (Vec<(String, String)>, Vec<String>) {
+    let (mut seen, mut recording) = (Vec::new(), Vec::new());
     while !stop.load(Ordering::Relaxed) {
         if let Ok(list) = server.sink_inputs() {
             for s in foreign_sink_inputs(&list) {
@@ -619,9 +637,20 @@ fn watch_sink_inputs(server: &AudioServer, stop: &AtomicBool) -> Vec<(String, St
                 }
             }
         }
+        if let Ok(list) = server.source_outputs() {
+            for name in list
+                .lines()
+                .filter_map(|l| l.trim().strip_prefix("application.name = "))
+                .map(|v| v.trim_matches('"').to_string())
+            {
+                if !recording.contains(&name) {
+                    recording.push(name);
+                }
+            }
+        }
         thread::sleep(Duration::from_millis(250));
     }
-    seen
+    (seen, recording)
 }
 
 /// The console's last lines, each exported file's base64 replaced by one line.
@@ -711,7 +740,7 @@ fn run(kind: Kind, rewinds: bool, side: HostSide) {
     );
     let socket = vhostsnd_testbed::guest::socket(&test_name);
     let host_t0 = Instant::now();
-    let mut host = start_host(side, &server, &socket)
+    let mut host = start_host(side, kind, &server, &socket)
         .unwrap_or_else(|e| panic!("{title}: {e}\n--- server logs ---\n{}", server.logs()));
     timings.push(format!(
         "host side up {:.1} s",
@@ -745,8 +774,8 @@ fn run(kind: Kind, rewinds: bool, side: HostSide) {
     }
     let t = Instant::now();
     let stop = AtomicBool::new(false);
-    let (out, streams) = thread::scope(|s| {
-        let watcher = s.spawn(|| watch_sink_inputs(&server, &stop));
+    let (out, (streams, recording)) = thread::scope(|s| {
+        let watcher = s.spawn(|| watch_streams(&server, &stop));
         let out = qemu::run(guest);
         stop.store(true, Ordering::Relaxed);
         (out, watcher.join().unwrap_or_default())
@@ -808,6 +837,19 @@ fn run(kind: Kind, rewinds: bool, side: HostSide) {
             "no stream on {} (sink {sink}) in `pactl list sink-inputs` while the guest played",
             audio_server::SINK
         ));
+    }
+    if side == HostSide::Daemon {
+        // The VM by name in the host's mixer: its playback stream (application and
+        // media name) and its recording stream.
+        let name = vm_name(kind);
+        let named = format!("application.name \"{name}\", media.name \"{name}\"");
+        if !ours.iter().any(|l| l.contains(&named)) {
+            problems.push(format!("no playback stream named {name:?} ({named})"));
+        }
+        lines.push(format!("recording streams seen: {recording:?}"));
+        if !recording.iter().any(|r| r == name) {
+            problems.push(format!("no recording stream named {name:?}"));
+        }
     }
     let monitor = recorded.map(|s| analysis::i16_to_f32(&s));
     match &monitor {

@@ -82,6 +82,7 @@
 
 #![deny(missing_docs)]
 
+mod alarm;
 mod backend;
 mod card;
 mod clock;

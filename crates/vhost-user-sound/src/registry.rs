@@ -27,7 +27,7 @@ pub enum Error {
         /// What the system said.
         source: std::io::Error,
     },
-    /// A thread or an eventfd of the device could not be created.
+    /// A thread, an eventfd or a timerfd of the device could not be created.
     #[error("cannot start the device's threads: {0}")]
     Thread(std::io::Error),
     /// Someone in this process already holds a [`Claim`] on this direction of the card.
@@ -129,8 +129,16 @@ impl Device {
     /// here may lock it, not even on failure: then the threads already started stop
     /// and the socket file (when ours) is removed without a `Device` ever existing.
     fn serve(listener: UnixListener, key: PathBuf, owns_file: bool) -> Result<Device, Error> {
-        let card = Arc::new(Card::new());
         let file = owns_file.then(|| key.clone());
+        let card = match Card::new() {
+            Ok(c) => Arc::new(c),
+            Err(e) => {
+                if let Some(file) = file {
+                    let _ = std::fs::remove_file(file);
+                }
+                return Err(Error::Thread(e));
+            }
+        };
         match Running::start(listener, file.clone(), card.clone()) {
             Ok(running) => Ok(Device {
                 key,

@@ -37,7 +37,8 @@ impl Card {
             }
             completed |= done;
             let s = st.stream(dir);
-            s.element_tick = Some(s.clock.now());
+            let now = s.clock.now();
+            s.ticked(now);
         }
         if completed {
             self.poll_ring(&mut st, dir);

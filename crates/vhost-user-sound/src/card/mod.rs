@@ -23,6 +23,7 @@ mod ring;
 mod stream;
 
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::Duration;
 
 use log::Level;
 use vhost_user_backend::VringRwLock;
@@ -73,12 +74,13 @@ pub struct Card {
 }
 
 impl Card {
-    pub(crate) fn new() -> Self {
-        Card {
+    /// Fails if the kernel gives no timerfd for the stand-by pacers.
+    pub(crate) fn new() -> std::io::Result<Self> {
+        Ok(Card {
             state: Mutex::new(State {
                 streams: [
-                    Stream::new(Direction::Playback),
-                    Stream::new(Direction::Capture),
+                    Stream::new(Direction::Playback)?,
+                    Stream::new(Direction::Capture)?,
                 ],
                 vrings: None,
                 mem: None,
@@ -91,7 +93,7 @@ impl Card {
             cond: Condvar::new(),
             data: Condvar::new(),
             listeners: events::Listeners::default(),
-        }
+        })
     }
 
     pub(crate) fn lock(&self) -> MutexGuard<'_, State> {
@@ -113,7 +115,7 @@ impl Card {
         let mut st = self.lock();
         for s in st.streams.iter_mut() {
             s.clock.interrupt();
-            s.standby.interrupt();
+            s.standby.ring_in(Duration::ZERO);
         }
         drop(st);
         self.notify();
@@ -275,7 +277,7 @@ impl Card {
             s.changed();
             if let (Some(now), Direction::Capture) = (start, dir) {
                 // The first period's wait for upstream counts from START.
-                s.element_tick = Some(now);
+                s.ticked(now);
             }
             let params = s.params;
             self.poll_ring(&mut st, dir);

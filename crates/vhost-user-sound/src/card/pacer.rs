@@ -12,7 +12,6 @@ use log::Level;
 use virtio_snd_wire::formats;
 
 use super::{Card, Direction, Pacing, State};
-use crate::clock::PacerClock;
 use crate::log_limit::limited;
 use crate::pcm::PcmState;
 
@@ -99,35 +98,23 @@ impl Card {
     /// capture's first period waits [`FIRST_CAPTURE_WAIT_NS`] longer, for a source
     /// that opens at START. A clock that stands still (a test clock) is no stall.
     ///
-    /// While the element ticks, the pacer wakes once per grace, not once per period.
+    /// While the element ticks, the pacer sleeps: each tick moves its alarm on.
     fn stand_by(&self, mut st: MutexGuard<'_, State>, dir: Direction) -> bool {
         let s = st.stream(dir);
-        let Some(params) = s.params else {
+        let (Some(params), Some(grace), Some(normal)) = (s.params, s.grace(), s.normal_grace())
+        else {
             return true;
         };
         let period_ns = params.bytes_to_ns(u64::from(params.period_bytes));
-        let periods = u64::from(params.buffer_bytes / params.period_bytes.max(1));
-        let normal = period_ns * (periods / 2).clamp(1, 4) + period_ns / 2;
         let first = dir == Direction::Capture && s.periods == 0;
-        let grace = if first {
-            period_ns + FIRST_CAPTURE_WAIT_NS
-        } else {
-            normal
-        };
-        let clock = s.clock.clone();
-        let tick = *s.element_tick.get_or_insert(clock.now());
+        let now = s.clock.now();
+        let tick = *s.element_tick.get_or_insert(now);
         let due = tick + grace;
-        let standby = s.standby.clone();
-        let generation = s.generation;
-        drop(st);
-        let now = clock.now();
-        if now < due && !standby.wait_until(standby.now() + (due - now)) {
-            return true;
-        }
-        let mut st = self.lock();
-        let s = st.stream(dir);
-        let stalled = s.element_tick == Some(tick) && s.clock.now() >= due;
-        if s.generation != generation || s.pacing != Pacing::Element || !stalled {
+        if now < due {
+            s.ring_at(now, due);
+            let standby = s.standby.clone();
+            drop(st);
+            standby.wait();
             return true;
         }
         if dir == Direction::Capture {
@@ -148,7 +135,6 @@ impl Card {
             }
             // The next period a period from now: no burst into the guest to make up
             // for the wait.
-            let now = s.clock.now();
             s.element_tick = Some((tick + period_ns).max((now + period_ns).saturating_sub(normal)));
         } else {
             if s.covered == 0 {

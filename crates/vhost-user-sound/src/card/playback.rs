@@ -30,7 +30,8 @@ impl Card {
     pub fn take_playback(&self) -> Playback {
         let mut st = self.lock();
         let s = st.stream(Direction::Playback);
-        s.element_tick = Some(s.clock.now());
+        let now = s.clock.now();
+        s.ticked(now);
         if s.covered > 0 {
             s.covered -= 1;
             if s.covered == 0 {
@@ -59,7 +60,8 @@ impl Card {
     pub fn playback_ticked(&self) {
         let mut st = self.lock();
         let s = st.stream(Direction::Playback);
-        s.element_tick = Some(s.clock.now());
+        let now = s.clock.now();
+        s.ticked(now);
     }
 
     /// Non-live vhostsndsrc: blocks until the guest has periods to play, then completes

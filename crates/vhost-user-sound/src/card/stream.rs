@@ -3,12 +3,14 @@
 
 use std::collections::VecDeque;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use virtio_snd_wire::formats::PcmParams;
 use virtio_snd_wire::{self as wire, D_INPUT, D_OUTPUT};
 
 use super::capture_fifo::CaptureFifo;
+use super::pacer::FIRST_CAPTURE_WAIT_NS;
+use crate::alarm::Alarm;
 use crate::clock::{MonotonicClock, PacerClock};
 use crate::io::IoMessage;
 use crate::pcm::PcmState;
@@ -117,8 +119,11 @@ pub(super) struct Stream {
     /// Playback only, element-paced: when (on `clock`) the element last ticked.
     pub(super) element_tick: Option<u64>,
     /// What the pacer sleeps on while the element paces: real time, so that it does
-    /// not add waits to the element's clock (a test clock counts them).
-    pub(super) standby: Arc<MonotonicClock>,
+    /// not add waits to the element's clock (a test clock counts them), moved a grace
+    /// ahead by every tick without waking the pacer.
+    pub(super) standby: Arc<Alarm>,
+    /// When (on `clock`) `standby` is set to ring.
+    pub(super) alarm_at: Option<u64>,
     /// Playback only: period slots the pacer completed while the element was stalled,
     /// which the element's catching-up ticks give back as silence.
     pub(super) covered: u64,
@@ -135,8 +140,8 @@ pub(super) struct Stream {
 }
 
 impl Stream {
-    pub(super) fn new(dir: Direction) -> Self {
-        Stream {
+    pub(super) fn new(dir: Direction) -> std::io::Result<Self> {
+        Ok(Stream {
             dir,
             state: PcmState::Idle,
             params: None,
@@ -150,14 +155,59 @@ impl Stream {
             capture: CaptureFifo::default(),
             last_completion: None,
             element_tick: None,
-            standby: Arc::new(MonotonicClock::new()),
+            standby: Arc::new(Alarm::new()?),
+            alarm_at: None,
             covered: 0,
             downstream_latency_ns: 0,
             scratch: Vec::new(),
             copying: false,
             copy_waiters: 0,
             epoch: 0,
+        })
+    }
+
+    /// How long the element may go without a tick before the stand-by pacer
+    /// completes a period itself (see `pacer`): half the guest's buffer (one to four
+    /// periods) and half a period; for a capture's first period, a period and
+    /// [`FIRST_CAPTURE_WAIT_NS`].
+    pub(super) fn grace(&self) -> Option<u64> {
+        let p = self.params?;
+        if self.dir == Direction::Capture && self.periods == 0 {
+            return Some(p.bytes_to_ns(u64::from(p.period_bytes)) + FIRST_CAPTURE_WAIT_NS);
         }
+        self.normal_grace()
+    }
+
+    /// The grace after a capture's first period (and always for playback).
+    pub(super) fn normal_grace(&self) -> Option<u64> {
+        let p = self.params?;
+        let period = p.bytes_to_ns(u64::from(p.period_bytes));
+        let periods = u64::from(p.buffer_bytes / p.period_bytes.max(1));
+        Some(period * (periods / 2).clamp(1, 4) + period / 2)
+    }
+
+    /// The element ticked at `now` (on the stream's clock): the stand-by pacer sleeps
+    /// on for a grace from here. The alarm is moved only once it is due within a
+    /// period and a half: the next tick still comes before it rings, and a
+    /// guest-sized grace moves it every second tick or less.
+    pub(super) fn ticked(&mut self, now: u64) {
+        self.element_tick = Some(now);
+        let (Some(g), Some(p)) = (self.grace(), self.params) else {
+            return;
+        };
+        let period = p.bytes_to_ns(u64::from(p.period_bytes));
+        let far = now + period + period / 2;
+        if self.alarm_at.is_some_and(|at| at >= far && at <= now + g) {
+            return;
+        }
+        self.ring_at(now, now + g);
+    }
+
+    /// Sets the stand-by alarm for `at` (on the stream's clock, now `now`).
+    pub(super) fn ring_at(&mut self, now: u64, at: u64) {
+        self.standby
+            .ring_in(Duration::from_nanos(at.saturating_sub(now)));
+        self.alarm_at = Some(at);
     }
 
     pub(super) fn changed(&mut self) {
@@ -167,7 +217,8 @@ impl Stream {
         self.element_tick = None;
         self.covered = 0;
         self.clock.interrupt();
-        self.standby.interrupt();
+        self.standby.ring_in(Duration::ZERO);
+        self.alarm_at = None;
     }
 
     pub(super) fn frame_bytes(&self) -> u32 {
