@@ -49,6 +49,17 @@ pub struct Args {
     #[arg(long, value_name = "NAME")]
     pub name: Option<String>,
 
+    /// Serve a control socket at PATH: `audio-input 1|0` allows or denies the
+    /// microphone at run time, `status` answers a JSON line, `subscribe` streams the
+    /// device's changes as JSON lines.
+    #[arg(long, value_name = "PATH")]
+    pub control_socket: Option<PathBuf>,
+
+    /// Whether the guest may have the microphone from the start (`false`: it records
+    /// silence and the host source stays closed until `audio-input 1`).
+    #[arg(long, value_name = "BOOL", default_value_t = true, action = clap::ArgAction::Set)]
+    pub capture_allowed: bool,
+
     /// Never open a capture source: the guest records silence.
     #[arg(long, conflicts_with = "capture")]
     pub no_capture: bool,

@@ -115,6 +115,11 @@ impl HostPipeline {
         }
     }
 
+    /// Whether the pipeline is meant to run (it may be failing and about to retry).
+    pub fn wanted(&self) -> bool {
+        *self.wanted.borrow()
+    }
+
     pub fn stop(&self) {
         *self.wanted.borrow_mut() = false;
         self.teardown();

@@ -3,6 +3,8 @@
 //! capture pipeline (the host microphone) only while the guest is capturing.
 
 mod cli;
+mod control;
+mod gate;
 mod host;
 mod logger;
 mod naming;
@@ -11,15 +13,16 @@ mod signals;
 use std::os::fd::FromRawFd;
 use std::os::unix::net::UnixListener;
 use std::process::ExitCode;
-use std::rc::Rc;
 use std::sync::Arc;
 
 use clap::Parser;
 use gst::glib;
 use log::{error, info};
 
-use vhost_user_sound::{Device, DeviceEvent, Direction, Pacing, PcmRequest};
+use vhost_user_sound::{Device, DeviceEvent, Direction, PcmRequest};
 
+use control::Control;
+use gate::Gate;
 use host::{HostPipeline, Side};
 
 fn main() -> ExitCode {
@@ -92,19 +95,35 @@ fn run(args: cli::Args) -> Result<(), String> {
         info!("capture: disabled, the guest records silence");
         None
     } else {
-        let pipeline = HostPipeline::new(Side::Capture, &args.capture, &socket, &name)?;
-        // The source opens at the guest's START: its first period waits for the
-        // source's first audio (FIRST_CAPTURE_WAIT_NS at most), not filled with
-        // silence by the card's pacer meanwhile.
-        device
-            .card()
-            .set_pacing(Direction::Capture, Pacing::Element);
-        Some(pipeline)
+        Some(HostPipeline::new(
+            Side::Capture,
+            &args.capture,
+            &socket,
+            &name,
+        )?)
     };
 
     let main_loop = glib::MainLoop::new(None, false);
     let ctx = glib::MainContext::default();
-    let subscription = subscribe(&device, &ctx, capture.clone());
+    let gate = Gate::new(device.clone(), capture.clone(), args.capture_allowed, ctx);
+    if !args.capture_allowed {
+        info!("capture: the microphone is denied until the control socket allows it");
+    }
+    let control = match &args.control_socket {
+        Some(path) => {
+            let g = gate.clone();
+            let control = Control::new(
+                device.clone(),
+                args.capture_allowed,
+                Box::new(move |allowed| g.set_allowed(allowed)),
+            );
+            let path = control.serve(path)?;
+            gate.report_to(control.clone());
+            Some((control, path))
+        }
+        None => None,
+    };
+    let subscription = subscribe(&device, gate, control.as_ref().map(|(c, _)| c.clone()));
 
     playback.start();
     info!("serving a virtio-snd device on {socket}");
@@ -118,6 +137,9 @@ fn run(args: cli::Args) -> Result<(), String> {
     main_loop.run();
 
     device.card().unsubscribe(subscription);
+    if let Some((_, path)) = &control {
+        let _ = std::fs::remove_file(path);
+    }
     if let Some(c) = &capture {
         c.finish();
     }
@@ -126,16 +148,10 @@ fn run(args: cli::Args) -> Result<(), String> {
     Ok(())
 }
 
-/// Logs the guest's stream starts and stops, and runs the capture pipeline only
-/// while the guest captures (privacy: the host microphone is open no longer).
-fn subscribe(
-    device: &Arc<Device>,
-    ctx: &glib::MainContext,
-    capture: Option<Rc<HostPipeline>>,
-) -> u64 {
-    let capture = capture.map(glib::thread_guard::ThreadGuard::new);
-    let capture = Arc::new(capture);
-    let ctx = ctx.clone();
+/// Logs the guest's connections and stream starts and stops, tells the control
+/// socket's subscribers, and opens the capture source only while the guest captures
+/// (and the host allows it: the gate).
+fn subscribe(device: &Arc<Device>, gate: Arc<Gate>, control: Option<Arc<Control>>) -> u64 {
     device.card().subscribe(Arc::new(move |ev: &DeviceEvent| {
         let DeviceEvent::Stream {
             direction,
@@ -143,45 +159,54 @@ fn subscribe(
             params,
         } = ev.clone()
         else {
-            match ev {
-                DeviceEvent::Connected => info!("guest connected"),
-                _ => info!("guest disconnected"),
+            let connected = matches!(ev, DeviceEvent::Connected);
+            info!(
+                "guest {}",
+                if connected {
+                    "connected"
+                } else {
+                    "disconnected"
+                }
+            );
+            if let Some(c) = &control {
+                let event = if connected {
+                    "connected"
+                } else {
+                    "disconnected"
+                };
+                c.publish(serde_json::json!({ "event": event }));
             }
             return;
         };
-        let desc = params
-            .and_then(|p| {
-                gstvhostsnd::audio::gst_format(p.format)
-                    .map(|f| format!(" ({} {} Hz {} ch)", f.to_str(), p.rate_hz(), p.channels))
-            })
+        let format = params.and_then(|p| {
+            gstvhostsnd::audio::gst_format(p.format).map(|f| (f.to_str(), p.rate_hz(), p.channels))
+        });
+        let desc = format
+            .map(|(f, r, c)| format!(" ({f} {r} Hz {c} ch)"))
             .unwrap_or_default();
         let run = match request {
             PcmRequest::Start => {
                 info!("guest started {}{desc}", direction.name());
-                Some(true)
+                true
             }
             PcmRequest::Stop | PcmRequest::Release => {
                 info!("guest stopped {}", direction.name());
-                Some(false)
+                false
             }
-            _ => None,
+            _ => return,
         };
-        if direction != Direction::Capture {
-            return;
+        if let Some(c) = &control {
+            let mut event = serde_json::json!({
+                "event": if run { "start" } else { "stop" },
+                "direction": direction.name(),
+            });
+            if let (true, Some(f)) = (run, params.as_ref().and_then(control::format)) {
+                event["format"] = f;
+            }
+            c.publish(event);
         }
-        let (Some(run), capture) = (run, capture.clone()) else {
-            return;
-        };
-        ctx.invoke(move || {
-            if let Some(c) = capture.as_ref() {
-                if run {
-                    info!("capture: opening the host source");
-                    c.get_ref().start();
-                } else {
-                    c.get_ref().stop();
-                    info!("capture: host source closed");
-                }
-            }
-        });
+        if direction == Direction::Capture {
+            gate.guest_captures(run);
+        }
     }))
 }

@@ -11,7 +11,7 @@ use vhostsnd_testbed::analysis::{self, WavFormat};
 use vhostsnd_testbed::guest::{
     alsabat_script, boot, check_recording, elapsed, fail, init, tone_wav, RECORD, TIMED, TIMED_END,
 };
-use vhostsnd_testbed::qemu::{GuestOpts, GuestOutput};
+use vhostsnd_testbed::qemu::{GuestOpts, GuestOutput, GuestRun};
 
 fn socket(test: &str) -> PathBuf {
     vhostsnd_testbed::guest::socket(test)
@@ -447,4 +447,158 @@ fn daemon_streams_the_guest_as_opus_over_rtp() {
             );
         }
     }
+}
+
+/// One JSON line from the control socket.
+fn answer(reader: &mut impl std::io::BufRead) -> serde_json::Value {
+    let mut line = String::new();
+    reader.read_line(&mut line).expect("an answer line");
+    serde_json::from_str(&line).unwrap_or_else(|e| panic!("{line:?} is not JSON: {e}"))
+}
+
+/// The microphone follows the control socket at run time. Denied (`--capture-allowed
+/// false`), the guest records silence and the host source stays closed; `audio-input 1`
+/// while the guest records opens it at once and the guest hears the tone;
+/// `audio-input 0` closes it at once, and the guest hears silence again. Meanwhile
+/// `status` answers JSON, a bad command gets an error and the socket goes on serving,
+/// and a second client's `subscribe` hears every change.
+#[test]
+fn daemon_microphone_follows_the_control_socket() {
+    use std::io::{BufReader, Write};
+    use std::os::unix::net::UnixStream;
+
+    init();
+    let sock = socket("daemon-control");
+    let ctl = sock.with_file_name("control.sock");
+    let d = Daemon::start(&[
+        "--socket",
+        sock.to_str().unwrap(),
+        "--playback",
+        "fakesink sync=false",
+        "--capture",
+        "audiotestsrc is-live=true freq=1000 volume=0.5",
+        "--capture-allowed=false",
+        "--control-socket",
+        ctl.to_str().unwrap(),
+    ]);
+    if !d.wait_log("serving a virtio-snd device", Duration::from_secs(10)) {
+        daemon_fail("the daemon did not start", None, &d.log());
+    }
+    // Two clients at once: one subscribed, one giving commands.
+    let mut sub = UnixStream::connect(&ctl).expect("the control socket");
+    writeln!(sub, "subscribe").unwrap();
+    let mut sub_reader = BufReader::new(sub.try_clone().unwrap());
+    assert_eq!(answer(&mut sub_reader)["subscribed"], true);
+    let events = Arc::new(Mutex::new(Vec::<serde_json::Value>::new()));
+    let e = events.clone();
+    std::thread::spawn(move || loop {
+        let mut line = String::new();
+        match std::io::BufRead::read_line(&mut sub_reader, &mut line) {
+            Ok(n) if n > 0 => {
+                if let Ok(v) = serde_json::from_str(&line) {
+                    e.lock().unwrap().push(v);
+                }
+            }
+            _ => return,
+        }
+    });
+    let mut cmd = UnixStream::connect(&ctl).expect("a second client");
+    let mut cmd_reader = BufReader::new(cmd.try_clone().unwrap());
+    let mut say = |line: &str| {
+        writeln!(cmd, "{line}").unwrap();
+        answer(&mut cmd_reader)
+    };
+    let status = say("status");
+    assert_eq!(status["microphone_allowed"], false, "{status}");
+    assert_eq!(status["microphone_open"], false, "{status}");
+    assert!(say("open the pod bay doors")["error"].is_string());
+    assert!(say("audio-input maybe")["error"].is_string());
+
+    let script = "arecord -q -D hw:0,0 -r 48000 -f S16_LE -c 2 -d 6 -t wav /tmp/r.wav & pid=$!\n\
+         until grep -q RUNNING /proc/asound/card0/pcm0c/sub0/status 2>/dev/null; do sleep 0.01; done\n\
+         echo RECORDING\n\
+         wait $pid || exit 1\n\
+         vsnd-export /tmp/r.wav r.wav";
+    let guest = GuestRun::boot(GuestOpts::new(script).socket(&sock))
+        .unwrap_or_else(|e| daemon_fail(&format!("boot: {e}"), None, &d.log()));
+    if let Err(e) = guest.wait_for("RECORDING", Duration::from_secs(90)) {
+        daemon_fail(&format!("the guest never recorded: {e}"), None, &d.log());
+    }
+    std::thread::sleep(Duration::from_millis(1500));
+    let status = say("status");
+    assert_eq!(status["capture"]["state"], "running", "{status}");
+    assert_eq!(status["capture"]["format"]["rate"], 48000, "{status}");
+    if d.log().contains("opening the host source") {
+        daemon_fail("the source opened while denied", None, &d.log());
+    }
+    assert_eq!(say("audio-input 1")["microphone_allowed"], true);
+    if !d.wait_log("capture: opening the host source", Duration::from_secs(1)) {
+        daemon_fail("allowing did not open the source at once", None, &d.log());
+    }
+    std::thread::sleep(Duration::from_millis(2500));
+    assert_eq!(say("status")["microphone_open"], true);
+    assert_eq!(say("audio-input 0")["microphone_allowed"], false);
+    if !d.wait_log("capture: host source closed", Duration::from_secs(1)) {
+        daemon_fail("denying did not close the source at once", None, &d.log());
+    }
+    let out = guest
+        .wait()
+        .unwrap_or_else(|e| daemon_fail(&format!("the guest run: {e}"), None, &d.log()));
+    if out.rc != 0 {
+        daemon_fail("arecord failed", Some(&out), &d.log());
+    }
+    let log = d.log();
+    let closed = log.find("capture: host source closed");
+    let stopped = log.find("guest stopped capture");
+    if !matches!((closed, stopped), (Some(c), Some(s)) if c < s) {
+        daemon_fail(
+            "the source was not closed before the guest stopped",
+            Some(&out),
+            &log,
+        );
+    }
+    // Silence, the tone while allowed, silence.
+    let bytes = out.files.get("r.wav").cloned().unwrap_or_default();
+    let w = analysis::read_wav(&bytes)
+        .unwrap_or_else(|e| daemon_fail(&format!("r.wav: {e}"), Some(&out), &log));
+    let x = w.channel(0);
+    let segs = vhostsnd_testbed::guest::tone_segments(&x, w.rate, 0.05);
+    let secs = |f: usize| f as f64 / f64::from(w.rate);
+    let ok = match segs.as_slice() {
+        [s] => {
+            let f = analysis::dominant_frequency(&x[s.start..s.end], w.rate).unwrap_or(0.0);
+            secs(s.start) > 1.0
+                && secs(x.len() - s.end) > 0.5
+                && s.duration_secs(w.rate) > 1.5
+                && (f - 1000.0).abs() < 2.0
+        }
+        _ => false,
+    };
+    if !ok {
+        let found: Vec<String> = segs
+            .iter()
+            .map(|s| format!("{:.3}-{:.3} s", secs(s.start), secs(s.end)))
+            .collect();
+        daemon_fail(
+            &format!("the recording is not silence, tone, silence: tone at {found:?}"),
+            Some(&out),
+            &log,
+        );
+    }
+    // The subscriber heard it all, in order.
+    let seen = events.lock().unwrap().clone();
+    let pos = |pred: &dyn Fn(&serde_json::Value) -> bool| seen.iter().position(|v| pred(v));
+    let order = [
+        pos(&|v| v["event"] == "connected"),
+        pos(&|v| v["event"] == "start" && v["direction"] == "capture"),
+        pos(&|v| v["event"] == "microphone-allowed" && v["allowed"] == true),
+        pos(&|v| v["event"] == "microphone" && v["open"] == true),
+        pos(&|v| v["event"] == "microphone-allowed" && v["allowed"] == false),
+        pos(&|v| v["event"] == "microphone" && v["open"] == false),
+        pos(&|v| v["event"] == "stop" && v["direction"] == "capture"),
+    ];
+    if order.iter().any(Option::is_none) || !order.windows(2).all(|w| w[0] < w[1]) {
+        daemon_fail(&format!("the subscriber heard {seen:?}"), Some(&out), &log);
+    }
+    drop(d);
 }
