@@ -166,7 +166,7 @@ impl Control {
             let (reply, subscribe) = if buf.len() > MAX_LINE {
                 // Skip the rest of the over-long line.
                 let mut rest = Vec::new();
-                if (&mut reader).read_until(b'\n', &mut rest).is_err() {
+                if reader.read_until(b'\n', &mut rest).is_err() {
                     return;
                 }
                 (

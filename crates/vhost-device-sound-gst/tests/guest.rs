@@ -587,7 +587,7 @@ fn daemon_microphone_follows_the_control_socket() {
     }
     // The subscriber heard it all, in order.
     let seen = events.lock().unwrap().clone();
-    let pos = |pred: &dyn Fn(&serde_json::Value) -> bool| seen.iter().position(|v| pred(v));
+    let pos = |pred: &dyn Fn(&serde_json::Value) -> bool| seen.iter().position(pred);
     let order = [
         pos(&|v| v["event"] == "connected"),
         pos(&|v| v["event"] == "start" && v["direction"] == "capture"),
