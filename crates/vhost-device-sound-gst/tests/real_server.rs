@@ -17,9 +17,10 @@
 //! mono and stereo, S16 and S32, a different format (and tone) each time. The null
 //! sink's monitor is recorded throughout and every tone must be in it: 3 s ± 2 %, at
 //! its frequency and level, on the right channel, with no dropout and no click. The
-//! daemon's boots also `arecord` 2 s at 48, 44.1 and 16 kHz, which must hold the fed
-//! tone throughout. While the guest runs, the host side's stream must show in
-//! `pactl list sink-inputs`.
+//! daemon's boots also `arecord` 2 s at 48, 44.1 and 16 kHz, which must hold the fed tone
+//! throughout, from their first 5 ms on (the first period holds the source's audio from
+//! START; plus one quantum of silence a PipeWire record stream begins with). While the guest runs, the host side's stream must show in `pactl list
+//! sink-inputs`, and the daemon's streams carry the VM's name.
 //!
 //! All nine boots run in CI, one at a time (about 35 s each).
 //!
@@ -49,7 +50,9 @@ use std::time::{Duration, Instant};
 
 use vhostsnd_testbed::analysis::{self, Segment, WavFormat};
 use vhostsnd_testbed::audio_server::{self, AudioServer, Kind, Options};
-use vhostsnd_testbed::guest::{tone_channel_fault, tone_discontinuities, tone_segments};
+use vhostsnd_testbed::guest::{
+    tone_channel_fault, tone_discontinuities, tone_segments, TONE_START_SECS,
+};
 use vhostsnd_testbed::qemu::{self, GuestOpts, GuestOutput};
 
 /// One WAV the guest plays: its format, and its tone per channel.
@@ -120,8 +123,14 @@ const AMPLITUDE: f64 = 0.5;
 /// The rates the guest records at, 2 s each.
 const CAPTURE_RATES: &[u32] = &[48000, 44100, 16000];
 const CAPTURE_SECS: f64 = 2.0;
-/// How much of a capture may be silence while the host opens its source.
-const CAPTURE_MIN_SECS: f64 = 1.8;
+/// How much of a capture must be the tone: all of it but its first
+/// [`SERVER_TONE_START_SECS`] and its last 20 ms.
+const CAPTURE_MIN_SECS: f64 = 1.97;
+/// How soon the fed tone must start in the guest's recording: the guest suite's bound
+/// (`TONE_START_SECS`), plus one PipeWire quantum (256 frames, 5.3 ms at 48 kHz): a
+/// PipeWire record stream begins with that much silence before the source's audio
+/// (measured: 5.3 ms at every rate, where PulseAudio's begins with the tone).
+const SERVER_TONE_START_SECS: f64 = TONE_START_SECS + 256.0 / 48000.0;
 /// Resampling rings for a few milliseconds where a tone starts or stops abruptly:
 /// the click check leaves that much out at each end.
 const EDGE_SECS: f64 = 0.005;
@@ -596,6 +605,13 @@ fn check_capture(rate: u32, wav: Option<&Vec<u8>>, tone_hz: f64) -> (String, Vec
             "; channel {c}: tone from {start:.3} s for {:.3} s",
             r.secs
         );
+        if start > SERVER_TONE_START_SECS {
+            problems.push(format!(
+                "{what}, channel {c}: the tone starts {:.1} ms into the recording (the \
+                 first period must hold the source's audio from START on)",
+                start * 1e3
+            ));
+        }
         if r.secs < CAPTURE_MIN_SECS || missing_end > 0.02 {
             problems.push(format!(
                 "{what}, channel {c}: the tone runs {start:.3}..{:.3} s of {:.3} s",
