@@ -44,6 +44,18 @@ fn start_playback(g: &mut FakeGuest, p: &PcmParams) {
     assert_eq!(g.prepare(0).unwrap(), S_OK);
 }
 
+/// The guest starts playing `p` with two periods queued: the first comes out of a
+/// non-live source unchanged (the second is pulled by the caller, if at all).
+fn first_period_unchanged(h: &mut Harness, g: &mut FakeGuest, p: &PcmParams) {
+    let frames = u64::from(p.period_bytes / p.frame_bytes());
+    start_playback(g, p);
+    g.submit_tx(0, &tone(p, 0, frames)).unwrap();
+    g.submit_tx(0, &tone(p, frames, frames)).unwrap();
+    assert_eq!(g.start(0).unwrap(), S_OK);
+    let first = h.pull().expect("the guest's first period");
+    assert!(*first.map_readable().unwrap() == tone(p, 0, frames));
+}
+
 /// Plays `periods` periods of a tone through a non-live source and returns what came
 /// out, after checking the caps carry the guest's format.
 fn play_offline(
@@ -156,12 +168,7 @@ fn a_guest_format_change_is_converted_to_the_output_format() {
     let mut h = src_harness(&socket, false, false);
     let mut g = connect(&socket);
     let stereo = params(formats::FMT_S16, 48000, 2, 480);
-    start_playback(&mut g, &stereo);
-    g.submit_tx(0, &tone(&stereo, 0, 480)).unwrap();
-    g.submit_tx(0, &tone(&stereo, 480, 480)).unwrap();
-    assert_eq!(g.start(0).unwrap(), S_OK);
-    let first = h.pull().expect("the guest's first period");
-    assert!(*first.map_readable().unwrap() == tone(&stereo, 0, 480));
+    first_period_unchanged(&mut h, &mut g, &stereo);
     let negotiated = h.sinkpad().unwrap().current_caps().unwrap();
     let _ = h.pull().expect("the guest's second period");
     assert_eq!(g.stop(0).unwrap(), S_OK);
@@ -234,12 +241,7 @@ fn the_guests_format_is_preferred_among_what_downstream_lists() {
     h.play();
     let mut g = connect(&socket);
     let p = params(formats::FMT_S16, 48000, 2, 480);
-    start_playback(&mut g, &p);
-    g.submit_tx(0, &tone(&p, 0, 480)).unwrap();
-    g.submit_tx(0, &tone(&p, 480, 480)).unwrap();
-    assert_eq!(g.start(0).unwrap(), S_OK);
-    let buf = h.pull().expect("the guest's first period");
-    assert!(*buf.map_readable().unwrap() == tone(&p, 0, 480));
+    first_period_unchanged(&mut h, &mut g, &p);
     let caps = h.sinkpad().unwrap().current_caps().unwrap();
     let info = gst_audio::AudioInfo::from_caps(&caps).unwrap();
     assert_eq!(info.channels(), 2, "{caps}");

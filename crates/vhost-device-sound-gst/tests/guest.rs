@@ -48,6 +48,32 @@ impl Daemon {
         Daemon { child, log }
     }
 
+    /// Starts the daemon and waits until it serves its socket.
+    fn serving(args: &[&str]) -> Daemon {
+        let d = Daemon::start(args);
+        if !d.wait_log("serving a virtio-snd device", Duration::from_secs(10)) {
+            daemon_fail("the daemon did not start", None, &d.log());
+        }
+        d
+    }
+
+    /// [`serving`](Self::serving) `sock`, the guest's playback discarded, with `args`.
+    fn discarding_playback(sock: &std::path::Path, args: &[&str]) -> Daemon {
+        let sock = sock.to_str().expect("utf-8 socket path");
+        let mut all = vec!["--socket", sock, "--playback", "fakesink sync=false"];
+        all.extend_from_slice(args);
+        Daemon::serving(&all)
+    }
+
+    /// SIGTERM, which must end it with status 0; returns its log.
+    fn terminate_cleanly(self) -> String {
+        let (code, log) = self.terminate();
+        if code != Some(0) {
+            daemon_fail(&format!("SIGTERM exit status {code:?}"), None, &log);
+        }
+        log
+    }
+
     fn log(&self) -> String {
         self.log.lock().unwrap().clone()
     }
@@ -100,7 +126,7 @@ fn daemon_plays_records_reconnects_and_shuts_down_cleanly() {
          wavenc ! filesink location={}",
         wav_out.display()
     );
-    let d = Daemon::start(&[
+    let d = Daemon::serving(&[
         "--socket",
         sock.to_str().unwrap(),
         "--backend",
@@ -110,9 +136,6 @@ fn daemon_plays_records_reconnects_and_shuts_down_cleanly() {
         "--capture",
         "audiotestsrc is-live=true freq=1000 volume=0.5",
     ]);
-    if !d.wait_log("serving a virtio-snd device", Duration::from_secs(10)) {
-        daemon_fail("the daemon did not start", None, &d.log());
-    }
     if d.log().contains("opening the host source") {
         daemon_fail(
             "the microphone opened before the guest captured",
@@ -168,10 +191,7 @@ fn daemon_plays_records_reconnects_and_shuts_down_cleanly() {
         daemon_fail("two connections were not both served", Some(&out), &d.log());
     }
 
-    let (code, log) = d.terminate();
-    if code != Some(0) {
-        daemon_fail(&format!("SIGTERM exit status {code:?}"), None, &log);
-    }
+    let log = d.terminate_cleanly();
     if sock.exists() {
         daemon_fail("the socket file is left behind", None, &log);
     }
@@ -199,17 +219,13 @@ fn daemon_plays_records_reconnects_and_shuts_down_cleanly() {
 fn daemon_capture_passes_alsabat() {
     init();
     let sock = socket("daemon-alsabat");
-    let d = Daemon::start(&[
-        "--socket",
-        sock.to_str().unwrap(),
-        "--playback",
-        "fakesink sync=false",
-        "--capture",
-        "audiotestsrc is-live=true freq=1000 volume=0.5",
-    ]);
-    if !d.wait_log("serving a virtio-snd device", Duration::from_secs(10)) {
-        daemon_fail("the daemon did not start", None, &d.log());
-    }
+    let d = Daemon::discarding_playback(
+        &sock,
+        &[
+            "--capture",
+            "audiotestsrc is-live=true freq=1000 volume=0.5",
+        ],
+    );
     let script = alsabat_script(&["-C hw:0,0 -c 2 -F 1000", "-C hw:0,0 -c 1 -F 1000"]);
     let out = boot(GuestOpts::new(script).socket(&sock));
     if out.rc != 0 {
@@ -219,26 +235,14 @@ fn daemon_capture_passes_alsabat() {
             &d.log(),
         );
     }
-    let (code, log) = d.terminate();
-    if code != Some(0) {
-        daemon_fail(&format!("SIGTERM exit status {code:?}"), None, &log);
-    }
+    d.terminate_cleanly();
 }
 
 #[test]
 fn daemon_no_capture_never_opens_a_source() {
     init();
     let sock = socket("daemon-no-capture");
-    let d = Daemon::start(&[
-        "--socket",
-        sock.to_str().unwrap(),
-        "--playback",
-        "fakesink sync=false",
-        "--no-capture",
-    ]);
-    if !d.wait_log("serving a virtio-snd device", Duration::from_secs(10)) {
-        daemon_fail("the daemon did not start", None, &d.log());
-    }
+    let d = Daemon::discarding_playback(&sock, &["--no-capture"]);
     // The guest records silence: alsabat finds no tone, and arecord gets all zeros.
     let script =
         "arecord -q -D hw:0,0 -c 2 -r 48000 -f S16_LE -d 1 -t raw /tmp/rec.raw || exit 1; \
@@ -267,10 +271,7 @@ fn daemon_no_capture_never_opens_a_source() {
             &log,
         );
     }
-    let (code, log) = d.terminate();
-    if code != Some(0) {
-        daemon_fail(&format!("SIGTERM exit status {code:?}"), None, &log);
-    }
+    d.terminate_cleanly();
 }
 
 /// A host playback pipeline that fails (its output directory does not exist yet) is
@@ -287,7 +288,7 @@ fn daemon_retries_a_failed_host_pipeline() {
         "audioconvert ! audio/x-raw,format=S16LE,rate=48000,channels=2 ! filesink location={}",
         raw.display()
     );
-    let d = Daemon::start(&[
+    let d = Daemon::serving(&[
         "--socket",
         sock.to_str().unwrap(),
         "--playback",
@@ -334,10 +335,7 @@ fn daemon_retries_a_failed_host_pipeline() {
         daemon_fail("the pipeline never came back", None, &d.log());
     }
     play("once the pipeline was back");
-    let (code, log) = d.terminate();
-    if code != Some(0) {
-        daemon_fail(&format!("SIGTERM exit status {code:?}"), None, &log);
-    }
+    let log = d.terminate_cleanly();
     let bytes = std::fs::read(&raw).unwrap();
     let samples: Vec<i16> = bytes
         .chunks_exact(2)
@@ -404,9 +402,6 @@ fn daemon_streams_the_guest_as_opus_over_rtp() {
         &playback,
         "--no-capture",
     ]);
-    if !d.wait_log("serving a virtio-snd device", Duration::from_secs(10)) {
-        daemon_fail("the daemon did not start", None, &d.log());
-    }
     let wav = tone_wav(WavFormat::I16, 48000, &[440.0, 660.0], 3.0);
     let out = boot(
         GuestOpts::new("aplay -q -D hw:0,0 tone.wav")
@@ -470,20 +465,16 @@ fn daemon_microphone_follows_the_control_socket() {
     init();
     let sock = socket("daemon-control");
     let ctl = sock.with_file_name("control.sock");
-    let d = Daemon::start(&[
-        "--socket",
-        sock.to_str().unwrap(),
-        "--playback",
-        "fakesink sync=false",
-        "--capture",
-        "audiotestsrc is-live=true freq=1000 volume=0.5",
-        "--capture-allowed=false",
-        "--control-socket",
-        ctl.to_str().unwrap(),
-    ]);
-    if !d.wait_log("serving a virtio-snd device", Duration::from_secs(10)) {
-        daemon_fail("the daemon did not start", None, &d.log());
-    }
+    let d = Daemon::discarding_playback(
+        &sock,
+        &[
+            "--capture",
+            "audiotestsrc is-live=true freq=1000 volume=0.5",
+            "--capture-allowed=false",
+            "--control-socket",
+            ctl.to_str().unwrap(),
+        ],
+    );
     // Two clients at once: one subscribed, one giving commands.
     let mut sub = UnixStream::connect(&ctl).expect("the control socket");
     writeln!(sub, "subscribe").unwrap();
