@@ -411,6 +411,9 @@ fn daemon_streams_the_guest_as_opus_over_rtp() {
     if out.rc != 0 {
         daemon_fail("the guest could not play", Some(&out), &d.log());
     }
+    // The tail still to come when the guest is done: the last period, the encoder's
+    // and the jitter buffer's latency.
+    std::thread::sleep(Duration::from_millis(600));
     // SAFETY: kill(2) on our own child's pid; -e turns SIGINT into an EOS, which
     // makes wavenc finish the file.
     unsafe { libc::kill(receiver.id() as i32, libc::SIGINT) };
