@@ -113,10 +113,10 @@ impl Card {
                 }
                 Vec::new()
             } else if was == Stopped::At(now) {
+                // The streams' clocks ran on through the stop (their periods passed
+                // with nothing completed): they go on as they are, and a pacer
+                // about to serve a period is not cut short.
                 limited!(Level::Debug, "queue {queue} resumed where it stopped");
-                for dir in streams_of(queue) {
-                    st.stream(*dir).changed();
-                }
                 Vec::new()
             } else {
                 limited!(
@@ -150,6 +150,23 @@ impl Card {
     /// Whether `dir`'s ring may be used: not stopped, or started again and checked.
     pub(super) fn ring_running(st: &State, dir: Direction) -> bool {
         Self::queue_running(st, dir.queue())
+    }
+
+    /// A period is due on `dir`'s stopped ring: if QEMU has started the ring again
+    /// where it stood, it resumes now, as its first event would make it (the vring
+    /// worker may not have had that event yet: the period would be lost to the wait).
+    /// A ring back elsewhere is left to that event, which resets its streams.
+    pub(super) fn resume_in_place(st: &mut State, dir: Direction) -> bool {
+        let queue = dir.queue();
+        let Some(Some(Stopped::At(was))) = st.stopped.get(queue).copied() else {
+            return false;
+        };
+        if Self::set_up_vring(st, queue).map(RingPlace::of) != Some(was) {
+            return false;
+        }
+        st.stopped[queue] = None;
+        limited!(Level::Debug, "queue {queue} resumed where it stopped");
+        true
     }
 
     /// [`ring_running`](Self::ring_running) for any queue.

@@ -53,7 +53,7 @@ impl Card {
         let period_frames = u64::from(params.period_bytes) / frame;
         s.periods += 1;
         // While QEMU has the ring stopped (the VM is paused) the guest's periods wait.
-        let msg = if Self::ring_running(&st, dir) {
+        let msg = if Self::ring_running(&st, dir) || Self::resume_in_place(&mut st, dir) {
             st.stream(dir).pending.pop_front()
         } else {
             None

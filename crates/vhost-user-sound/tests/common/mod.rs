@@ -302,6 +302,7 @@ pub fn assert_rx_silence(c: &Completion, len: u32, silence: u8) {
 }
 
 /// Exactly `n` completions on `queue` are available now.
+#[track_caller]
 pub fn take(g: &mut FakeGuest, queue: usize, n: usize) -> Vec<Completion> {
     let c = g.try_io(queue).unwrap();
     assert_eq!(c.len(), n, "completions on queue {queue}");
