@@ -66,10 +66,14 @@ pub fn caps(p: &PcmParams) -> Option<gst::Caps> {
 }
 
 /// Whether negotiated caps carry exactly the guest's format.
+///
+/// Called for every buffer both elements handle, so it compares fields instead of
+/// building the guest's `AudioInfo` (an allocation for its channel positions).
 pub fn matches(info: &AudioInfo, p: &PcmParams) -> bool {
-    audio_info(p).is_some_and(|g| {
-        g.format() == info.format() && g.rate() == info.rate() && g.channels() == info.channels()
-    })
+    gst_format(p.format) == Some(info.format())
+        && info.rate() == p.rate_hz()
+        && info.channels() == u32::from(p.channels)
+        && Topology::layout(p.channels).is_some()
 }
 
 /// Everything the device can carry: the elements' template caps.
