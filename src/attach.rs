@@ -6,7 +6,7 @@ use std::sync::Arc;
 use gst::prelude::*;
 
 use crate::audio;
-use vhost_user_sound::{self as device, Card, Claim, Device, DeviceEvent, Direction};
+use vhost_user_sound::{self as device, Card, Claim, Device, DeviceEvent, Direction, MixerChange};
 
 type Hook = Box<dyn Fn(&gst::Element, &DeviceEvent) + Send + Sync>;
 
@@ -19,7 +19,8 @@ pub struct Attached {
 impl Attached {
     /// Opens (or joins) the device on `socket` and claims `dir` of its card, which
     /// fails if another element already serves it. Device events concerning `dir` are
-    /// posted as element messages from `element`; `hook` sees every event too.
+    /// posted as element messages from `element`, and the guest's changes to its
+    /// level notify `element`'s `volume` and `mute`; `hook` sees every event too.
     pub fn new(
         element: &gst::Element,
         socket: Option<&str>,
@@ -64,6 +65,14 @@ impl Attached {
             let Some(element) = weak.upgrade() else {
                 return;
             };
+            if let DeviceEvent::Mixer { direction, change } = ev {
+                if *direction == dir {
+                    element.notify(match change {
+                        MixerChange::Volume => "volume",
+                        MixerChange::Mute => "mute",
+                    });
+                }
+            }
             if let Some(s) = audio::event_message(ev, dir) {
                 let _ =
                     element.post_message(gst::message::Element::builder(s).src(&element).build());

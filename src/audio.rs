@@ -125,7 +125,7 @@ pub fn event_message(ev: &DeviceEvent, dir: Direction) -> Option<gst::Structure>
             }
             Some(s.build())
         }
-        DeviceEvent::Stream { .. } => None,
+        DeviceEvent::Stream { .. } | DeviceEvent::Mixer { .. } => None,
     }
 }
 

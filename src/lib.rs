@@ -11,6 +11,7 @@ mod attach;
 pub mod audio;
 mod convert;
 mod device_log;
+mod mixer;
 mod pipeline_clock;
 pub mod vhostsndsink;
 pub mod vhostsndsrc;

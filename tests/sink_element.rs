@@ -25,27 +25,10 @@ fn clocked_sink(socket: &std::path::Path) -> Harness {
     h
 }
 
-fn push_audio(h: &mut Harness, data: Vec<u8>) {
-    assert_eq!(
-        h.push(gst::Buffer::from_mut_slice(data)),
-        Ok(gst::FlowSuccess::Ok)
-    );
-}
-
 fn prepare_capture(g: &mut FakeGuest, h: &mut Harness, p: &PcmParams) {
     assert_eq!(g.set_pcm_params(1, p).unwrap(), S_OK);
     assert_eq!(g.prepare(1).unwrap(), S_OK);
     h.set_src_caps(gstvhostsnd::audio::caps(p).unwrap());
-}
-
-/// The one capture period the guest received (and queues another buffer for).
-fn completed(g: &mut FakeGuest, p: &PcmParams) -> Vec<u8> {
-    let mut done = g.wait_io(QUEUE_RX, TIMEOUT).unwrap();
-    assert_eq!(done.len(), 1);
-    let c = done.remove(0);
-    assert_eq!(c.status(), Some(S_OK));
-    g.submit_rx(1, p.period_bytes).unwrap();
-    c.data
 }
 
 /// Nothing was completed to the guest.

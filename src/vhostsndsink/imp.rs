@@ -17,6 +17,7 @@ use gst_base::subclass::prelude::*;
 
 use crate::attach::Attached;
 use crate::audio;
+use crate::mixer::{self, Mixer};
 use crate::pipeline_clock::PipelineClock;
 use vhost_user_sound::{Card, DeviceEvent, Direction, Pacing, PcmRequest};
 use virtio_snd_wire::formats::DEFAULT_PARAMS;
@@ -45,6 +46,7 @@ struct Drops {
 pub struct VhostSndSink {
     settings: Mutex<Settings>,
     attached: Mutex<Option<Attached>>,
+    mixer: Mixer,
     negotiated: Mutex<Option<gst_audio::AudioInfo>>,
     /// Who paced capture before the element took over in PLAYING.
     pacing_before: Mutex<Option<Pacing>>,
@@ -90,22 +92,38 @@ impl VhostSndSink {
 impl ObjectSubclass for VhostSndSink {
     const NAME: &'static str = "GstVhostSndSink";
     type Type = super::VhostSndSink;
+    type Interfaces = (gst_audio::StreamVolume,);
     type ParentType = gst_base::BaseSink;
 }
+
+// SAFETY: GstStreamVolume has no virtual methods: an implementation is an object with
+// a double `volume` and a boolean `mute` property, which the element has.
+unsafe impl IsImplementable<VhostSndSink> for gst_audio::StreamVolume {}
 
 impl ObjectImpl for VhostSndSink {
     fn properties() -> &'static [glib::ParamSpec] {
         static PROPERTIES: LazyLock<Vec<glib::ParamSpec>> = LazyLock::new(|| {
-            vec![glib::ParamSpecString::builder("socket")
-                .nick("Socket")
-                .blurb("Path of the vhost-user Unix socket QEMU connects to")
-                .mutable_ready()
-                .build()]
+            std::iter::once(
+                glib::ParamSpecString::builder("socket")
+                    .nick("Socket")
+                    .blurb("Path of the vhost-user Unix socket QEMU connects to")
+                    .mutable_ready()
+                    .build(),
+            )
+            .chain(mixer::properties(Direction::Capture))
+            .collect()
         });
         PROPERTIES.as_ref()
     }
 
     fn set_property(&self, _id: usize, value: &glib::Value, pspec: &glib::ParamSpec) {
+        let card = self.card();
+        if self
+            .mixer
+            .set_property(pspec.name(), value, card.as_deref(), Direction::Capture)
+        {
+            return;
+        }
         if pspec.name() == "socket" {
             let socket: Option<String> = value.get().unwrap_or(None);
             gst::info!(CAT, imp = self, "socket set to {socket:?}");
@@ -114,6 +132,13 @@ impl ObjectImpl for VhostSndSink {
     }
 
     fn property(&self, _id: usize, pspec: &glib::ParamSpec) -> glib::Value {
+        let card = self.card();
+        if let Some(v) = self
+            .mixer
+            .property(pspec.name(), card.as_deref(), Direction::Capture)
+        {
+            return v;
+        }
         match pspec.name() {
             "socket" => lock(&self.settings).socket.to_value(),
             _ => glib::Value::from_type(pspec.value_type()),
@@ -187,7 +212,10 @@ impl ElementImpl for VhostSndSink {
                     Direction::Capture,
                     Some(hook),
                 ) {
-                    Ok(a) => *lock(&self.attached) = Some(a),
+                    Ok(a) => {
+                        self.mixer.attached(a.card(), Direction::Capture);
+                        *lock(&self.attached) = Some(a);
+                    }
                     Err(msg) => {
                         self.post_error_message(msg);
                         return Err(gst::StateChangeError);
@@ -223,7 +251,9 @@ impl ElementImpl for VhostSndSink {
                 if let Some(card) = self.card() {
                     card.set_clock(Direction::Capture, None);
                 }
-                lock(&self.attached).take();
+                if let Some(a) = lock(&self.attached).take() {
+                    self.mixer.detached(a.card(), Direction::Capture);
+                }
             }
             _ => {}
         }

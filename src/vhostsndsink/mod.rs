@@ -7,7 +7,8 @@ mod imp;
 
 glib::wrapper! {
     pub struct VhostSndSink(ObjectSubclass<imp::VhostSndSink>)
-        @extends gst_base::BaseSink, gst::Element, gst::Object;
+        @extends gst_base::BaseSink, gst::Element, gst::Object,
+        @implements gst_audio::StreamVolume;
 }
 
 pub fn register(plugin: &gst::Plugin) -> Result<(), glib::BoolError> {

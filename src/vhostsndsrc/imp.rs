@@ -19,6 +19,7 @@ use gst_base::subclass::prelude::*;
 use crate::attach::Attached;
 use crate::audio;
 use crate::convert::Converter;
+use crate::mixer::{self, Mixer};
 use crate::pipeline_clock::PipelineClock;
 use vhost_user_sound::{Card, DeviceEvent, Direction, PacerClock, Pacing, PcmRequest, Playback};
 use virtio_snd_wire::formats::{self, PcmParams, DEFAULT_PARAMS};
@@ -106,6 +107,7 @@ struct Conversion {
 pub struct VhostSndSrc {
     settings: Mutex<Settings>,
     attached: Mutex<Option<Attached>>,
+    mixer: Mixer,
     timing: Mutex<Timing>,
     conversion: Mutex<Option<Conversion>>,
     waiter: Mutex<Option<Arc<PipelineClock>>>,
@@ -333,8 +335,13 @@ fn latency(p: &PcmParams) -> gst::ClockTime {
 impl ObjectSubclass for VhostSndSrc {
     const NAME: &'static str = "GstVhostSndSrc";
     type Type = super::VhostSndSrc;
+    type Interfaces = (gst_audio::StreamVolume,);
     type ParentType = gst_base::PushSrc;
 }
+
+// SAFETY: GstStreamVolume has no virtual methods: an implementation is an object with
+// a double `volume` and a boolean `mute` property, which the element has.
+unsafe impl IsImplementable<VhostSndSrc> for gst_audio::StreamVolume {}
 
 impl ObjectImpl for VhostSndSrc {
     fn properties() -> &'static [glib::ParamSpec] {
@@ -368,11 +375,21 @@ impl ObjectImpl for VhostSndSrc {
                     .mutable_ready()
                     .build(),
             ]
+            .into_iter()
+            .chain(mixer::properties(Direction::Playback))
+            .collect()
         });
         PROPERTIES.as_ref()
     }
 
     fn set_property(&self, _id: usize, value: &glib::Value, pspec: &glib::ParamSpec) {
+        let card = self.card().ok();
+        if self
+            .mixer
+            .set_property(pspec.name(), value, card.as_deref(), Direction::Playback)
+        {
+            return;
+        }
         let mut settings = lock(&self.settings);
         match pspec.name() {
             "socket" => {
@@ -393,6 +410,13 @@ impl ObjectImpl for VhostSndSrc {
     }
 
     fn property(&self, _id: usize, pspec: &glib::ParamSpec) -> glib::Value {
+        let card = self.card().ok();
+        if let Some(v) = self
+            .mixer
+            .property(pspec.name(), card.as_deref(), Direction::Playback)
+        {
+            return v;
+        }
         let settings = lock(&self.settings);
         match pspec.name() {
             "socket" => settings.socket.to_value(),
@@ -471,7 +495,10 @@ impl ElementImpl for VhostSndSrc {
                 Direction::Playback,
                 Some(hook),
             ) {
-                Ok(a) => *lock(&self.attached) = Some(a),
+                Ok(a) => {
+                    self.mixer.attached(a.card(), Direction::Playback);
+                    *lock(&self.attached) = Some(a);
+                }
                 Err(msg) => {
                     self.post_error_message(msg);
                     return Err(gst::StateChangeError);
@@ -500,7 +527,9 @@ impl ElementImpl for VhostSndSrc {
                 }
             }
             gst::StateChange::ReadyToNull => {
-                lock(&self.attached).take();
+                if let Some(a) = lock(&self.attached).take() {
+                    self.mixer.detached(a.card(), Direction::Playback);
+                }
                 lock(&self.waiter).take();
             }
             _ => {}

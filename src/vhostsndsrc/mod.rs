@@ -7,7 +7,8 @@ mod imp;
 
 glib::wrapper! {
     pub struct VhostSndSrc(ObjectSubclass<imp::VhostSndSrc>)
-        @extends gst_base::PushSrc, gst_base::BaseSrc, gst::Element, gst::Object;
+        @extends gst_base::PushSrc, gst_base::BaseSrc, gst::Element, gst::Object,
+        @implements gst_audio::StreamVolume;
 }
 
 pub fn register(plugin: &gst::Plugin) -> Result<(), glib::BoolError> {

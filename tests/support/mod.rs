@@ -8,6 +8,7 @@ use std::time::Duration;
 use gst::prelude::*;
 use virtio_snd_frontend::FakeGuest;
 use virtio_snd_wire::formats::{self, PcmParams};
+use virtio_snd_wire::{QUEUE_RX, S_OK};
 
 pub const TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -102,4 +103,22 @@ pub fn watch_bus(element: &gst::Element) -> gst::Bus {
     let bus = gst::Bus::new();
     element.set_bus(Some(&bus));
     bus
+}
+
+/// Pushes `data` into a harnessed vhostsndsink.
+pub fn push_audio(h: &mut gst_check::Harness, data: Vec<u8>) {
+    assert_eq!(
+        h.push(gst::Buffer::from_mut_slice(data)),
+        Ok(gst::FlowSuccess::Ok)
+    );
+}
+
+/// The one capture period the guest received (and queues another buffer for).
+pub fn completed(g: &mut FakeGuest, p: &PcmParams) -> Vec<u8> {
+    let mut done = g.wait_io(QUEUE_RX, TIMEOUT).unwrap();
+    assert_eq!(done.len(), 1);
+    let c = done.remove(0);
+    assert_eq!(c.status(), Some(S_OK));
+    g.submit_rx(1, p.period_bytes).unwrap();
+    c.data
 }

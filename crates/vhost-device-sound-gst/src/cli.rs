@@ -60,6 +60,13 @@ pub struct Args {
     #[arg(long, value_name = "BOOL", default_value_t = true, action = clap::ArgAction::Set)]
     pub capture_allowed: bool,
 
+    /// Give the guest the card's mixer controls (VIRTIO_SND_F_CTLS): its "Master
+    /// Playback" and "Capture" volume and switch, which scale what the guest plays and
+    /// records. QEMU needs `controls=on` on its vhost-user-snd-pci device as well;
+    /// without it the guest gets no sound card.
+    #[arg(long)]
+    pub controls: bool,
+
     /// Never open a capture source: the guest records silence.
     #[arg(long, conflicts_with = "capture")]
     pub no_capture: bool,

@@ -82,6 +82,7 @@ fn run(args: cli::Args) -> Result<(), String> {
         (None, None) => return Err("--socket or --socket-fd is required".into()),
     };
     let socket = socket.to_string_lossy().into_owned();
+    device.card().offer_controls(args.controls);
     let name = args
         .name
         .clone()

@@ -11,6 +11,7 @@ use vhostsnd_testbed::analysis::{self, WavFormat};
 use vhostsnd_testbed::guest::{
     alsabat_script, boot, check_recording, elapsed, fail, init, tone_wav, RECORD, TIMED, TIMED_END,
 };
+use vhostsnd_testbed::mixer::{check_mixer_recordings, MIXER_CAPTURE_SCRIPT};
 use vhostsnd_testbed::qemu::{GuestOpts, GuestOutput, GuestRun};
 
 fn socket(test: &str) -> PathBuf {
@@ -235,6 +236,30 @@ fn daemon_capture_passes_alsabat() {
             &d.log(),
         );
     }
+    d.terminate_cleanly();
+}
+
+/// `--controls`: the guest's Capture volume and switch scale what it records, and
+/// stay as the guest set them while the daemon opens and closes its capture pipeline
+/// for each recording.
+#[test]
+fn daemon_controls_scale_what_the_guest_records() {
+    init();
+    let sock = socket("daemon-controls");
+    let d = Daemon::discarding_playback(
+        &sock,
+        &[
+            "--controls",
+            "--capture",
+            "audiotestsrc is-live=true freq=1000 volume=0.5",
+        ],
+    );
+    let out = boot(
+        GuestOpts::new(MIXER_CAPTURE_SCRIPT)
+            .socket(&sock)
+            .controls(),
+    );
+    check_mixer_recordings("the daemon", &out, &[d.log()]);
     d.terminate_cleanly();
 }
 

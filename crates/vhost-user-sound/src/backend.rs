@@ -22,7 +22,12 @@ use crate::card::{Card, Direction};
 use crate::control::{self, Topology};
 use crate::io::GuestMem;
 use crate::log_limit::limited;
+use virtio_snd_wire::ctl::F_CTLS;
 use virtio_snd_wire::{NUM_QUEUES, QUEUE_CONTROL, QUEUE_EVENT, QUEUE_RX, QUEUE_TX};
+
+/// Where the config's `controls` field starts: QEMU asks for no more than this
+/// without `controls=on`.
+const CONTROLS_OFFSET: u32 = 12;
 
 /// QEMU's vhost-user-snd uses 64-entry queues.
 const QUEUE_SIZE: usize = 64;
@@ -124,7 +129,13 @@ impl VhostUserBackend for SndBackend {
     }
 
     fn features(&self) -> u64 {
-        1 << VIRTIO_F_VERSION_1
+        let controls = if self.card.controls_offered() {
+            F_CTLS
+        } else {
+            0
+        };
+        controls
+            | 1 << VIRTIO_F_VERSION_1
             | 1 << VIRTIO_RING_F_INDIRECT_DESC
             | 1 << VIRTIO_RING_F_EVENT_IDX
             | VhostUserVirtioFeatures::PROTOCOL_FEATURES.bits()
@@ -137,10 +148,24 @@ impl VhostUserBackend for SndBackend {
             | VhostUserProtocolFeatures::RESET_DEVICE
     }
 
+    fn acked_features(&self, features: u64) {
+        self.card.set_controls_acked(features & F_CTLS != 0);
+    }
+
     fn set_event_idx(&self, _enabled: bool) {}
 
     fn get_config(&self, offset: u32, size: u32) -> Vec<u8> {
-        let config = Topology::config();
+        let controls = self.card.controls_offered();
+        if controls && offset.saturating_add(size) <= CONTROLS_OFFSET {
+            // QEMU sizes the config by its own `controls` property and reads the
+            // rest as all-ones: the guest would count 2^32-1 controls.
+            limited!(
+                Level::Error,
+                "the device offers controls but QEMU was started without them: the guest \
+                 will have no sound card; add controls=on to -device vhost-user-snd-pci"
+            );
+        }
+        let config = Topology::config(controls);
         let bytes = config.as_slice();
         let start = (offset as usize).min(bytes.len());
         let end = start.saturating_add(size as usize).min(bytes.len());
@@ -217,9 +242,9 @@ impl VhostUserBackend for SndBackend {
                 self.serve_control(vring)
             }
             // The event buffers stay with the device until there is something to
-            // report; taking none of them and returning is what keeps this from
-            // spinning (pitfall 1 in the notes).
-            QUEUE_EVENT => {}
+            // report (a control changed); taking none of them otherwise and returning
+            // is what keeps this from spinning (pitfall 1 in the notes).
+            QUEUE_EVENT => self.card.serve_events(),
             QUEUE_TX => self.card.serve_ring(Direction::Playback),
             QUEUE_RX => self.card.serve_ring(Direction::Capture),
             _ => {}

@@ -12,12 +12,15 @@ use vm_memory::{ByteValued, Le32, Le64};
 use crate::card::{Card, Direction};
 use crate::io::{split_chain, GuestMem, SegList};
 use crate::log_limit::limited;
+use crate::mixer;
 use crate::pcm::PcmRequest;
+use virtio_snd_wire::ctl::*;
 use virtio_snd_wire::formats::{self, PcmParams};
 use virtio_snd_wire::*;
 
-/// Largest request the device reads; anything longer is not a virtio-snd request.
-const MAX_REQUEST: u32 = 64;
+/// Largest request the device reads (CTL_WRITE: a header and a value); anything
+/// longer is not a virtio-snd request.
+const MAX_REQUEST: u32 = (size_of::<CtlHdr>() + size_of::<CtlValue>()) as u32;
 
 /// Largest item an info query may ask for. The spec's info structs are 8 to 32
 /// bytes; a newer driver may ask for a larger struct (the rest is zeroes), but not for
@@ -37,12 +40,13 @@ impl Topology {
     pub(crate) const JACKS: u32 = 0;
     pub(crate) const STREAMS: u32 = 2;
 
-    pub(crate) fn config() -> VirtioSndConfig {
+    /// The config space; `controls` counts the control elements when they are offered.
+    pub(crate) fn config(controls: bool) -> VirtioSndConfig {
         VirtioSndConfig {
             jacks: Le32::from(Self::JACKS),
             streams: Le32::from(Self::STREAMS),
             chmaps: Le32::from(Self::chmaps().len() as u32),
-            controls: Le32::from(0),
+            controls: Le32::from(if controls { mixer::CONTROL_COUNT } else { 0 }),
         }
     }
 
@@ -155,6 +159,9 @@ fn answer(card: &Card, readable: &SegList, room: u32, mem: &GuestMem) -> (u32, V
             query(&req, room, &infos)
         }
         R_CHMAP_INFO => query(&req, room, &Topology::chmaps()),
+        R_CTL_INFO..=R_CTL_TLV_COMMAND if card.controls_offered() => {
+            control_element(card, code, &req, room)
+        }
         R_PCM_SET_PARAMS => match read_exact::<PcmSetParams>(&req) {
             Some(p) => match validate(&p) {
                 Ok(params) => (
@@ -184,6 +191,68 @@ fn answer(card: &Card, readable: &SegList, room: u32, mem: &GuestMem) -> (u32, V
             limited!(Level::Debug, "control request {code:#x} not supported");
             (S_NOT_SUPP, Vec::new())
         }
+    }
+}
+
+/// The control-element requests. Every one names a control the card has, and values
+/// are checked against its range: a bad one is BAD_MSG and changes nothing.
+fn control_element(card: &Card, code: u32, req: &[u8], room: u32) -> (u32, Vec<u8>) {
+    match code {
+        R_CTL_INFO => return query(req, room, &mixer::infos()),
+        // No control's TLV is writable (whatever the request holds).
+        R_CTL_TLV_WRITE | R_CTL_TLV_COMMAND => return (S_NOT_SUPP, Vec::new()),
+        _ => {}
+    }
+    let (hdr, value) = match code {
+        R_CTL_WRITE if req.len() == size_of::<CtlHdr>() + size_of::<CtlValue>() => {
+            let (h, v) = req.split_at(size_of::<CtlHdr>());
+            (read_exact::<CtlHdr>(h), read_exact::<CtlValue>(v))
+        }
+        R_CTL_WRITE => (None, None),
+        _ => (read_exact::<CtlHdr>(req), None),
+    };
+    let Some(hdr) = hdr else {
+        limited!(
+            Level::Debug,
+            "control request {code:#x} of {} bytes",
+            req.len()
+        );
+        return (S_BAD_MSG, Vec::new());
+    };
+    let id = u32::from(hdr.control_id);
+    let Some(current) = card.read_control(id) else {
+        limited!(
+            Level::Debug,
+            "control request {code:#x} for unknown control {id}"
+        );
+        return (S_BAD_MSG, Vec::new());
+    };
+    match code {
+        // No control is enumerated.
+        R_CTL_ENUM_ITEMS => (S_BAD_MSG, Vec::new()),
+        R_CTL_READ if room as usize >= size_of::<CtlValue>() => {
+            let mut v = CtlValue::default();
+            v.integer[0] = Le32::from(current);
+            (S_OK, v.as_slice().to_vec())
+        }
+        R_CTL_WRITE => match value.map(|v| card.write_control(id, v.integer[0].into())) {
+            Some(Ok(())) => (S_OK, Vec::new()),
+            _ => {
+                limited!(Level::Debug, "control {id}: value out of range");
+                (S_BAD_MSG, Vec::new())
+            }
+        },
+        R_CTL_TLV_READ if mixer::has_tlv(id) => {
+            let tlv: Vec<u8> = mixer::db_scale_tlv()
+                .iter()
+                .flat_map(|w| w.to_le_bytes())
+                .collect();
+            if tlv.len() > room as usize {
+                return (S_BAD_MSG, Vec::new());
+            }
+            (S_OK, tlv)
+        }
+        _ => (S_BAD_MSG, Vec::new()),
     }
 }
 

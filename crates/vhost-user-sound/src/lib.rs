@@ -15,8 +15,14 @@
 //!   completed as soon as it is there, holding audio from START on. The card's pacer
 //!   gives silence when the engine stalls (after [`FIRST_CAPTURE_WAIT_NS`] more for
 //!   the first period), or when there is no engine.
-//! - **Events**: [`Card::subscribe`] reports connections and every PCM request of the
-//!   guest ([`DeviceEvent`]); [`Card::snapshot`] tells a stream's state and format.
+//! - **Events**: [`Card::subscribe`] reports connections, every PCM request of the
+//!   guest and its mixer changes ([`DeviceEvent`]); [`Card::snapshot`] tells a
+//!   stream's state and format.
+//! - **Mixer**: each stream has a volume and a mute the card applies to its audio
+//!   ([`Card::set_volume`], [`Card::set_mute`], [`Card::level`]). With
+//!   [`Card::offer_controls`] (and QEMU's `controls=on`) the guest sees them as its
+//!   card's "Master Playback" and "Capture" volume and switch, and is told of every
+//!   change the host makes.
 //!
 //! Completion timing is the guest's audio clock: the card never completes a live
 //! period early, and it never waits for the host to complete one late (under-runs are
@@ -87,17 +93,21 @@ mod backend;
 mod card;
 mod clock;
 mod control;
+mod gain;
 mod io;
 pub mod log_limit;
+mod mixer;
 mod pcm;
 mod registry;
 mod server;
 
 pub use card::{
-    Card, DeviceEvent, Direction, Listener, Pacing, Playback, StreamSnapshot, FIRST_CAPTURE_WAIT_NS,
+    Card, DeviceEvent, Direction, Listener, MixerChange, Pacing, Playback, StreamSnapshot,
+    FIRST_CAPTURE_WAIT_NS,
 };
 pub use clock::{MonotonicClock, PacerClock};
 pub use control::{Topology, MAX_INFO_SIZE, MAX_PERIOD_BYTES};
 pub use io::MAX_CHAIN;
+pub use mixer::{StreamLevel, CONTROL_COUNT, VOLUME_STEPS};
 pub use pcm::{PcmRequest, PcmState};
 pub use registry::{Claim, Device, Error};

@@ -7,6 +7,7 @@ pub mod analysis;
 pub mod audio_server;
 pub mod bench;
 pub mod guest;
+pub mod mixer;
 pub mod qemu;
 
 use std::path::PathBuf;

@@ -257,6 +257,9 @@ pub struct GuestOpts {
     pub qemu_args: Vec<String>,
     /// Give QEMU a human monitor on a Unix socket, for [`GuestRun::monitor`].
     pub monitor: bool,
+    /// `controls=on` on the `vhost-user-snd-pci` device: the guest gets the card's
+    /// control elements if the device offers them.
+    pub controls: bool,
 }
 
 impl GuestOpts {
@@ -273,6 +276,7 @@ impl GuestOpts {
             kernel_args: Vec::new(),
             qemu_args: Vec::new(),
             monitor: false,
+            controls: false,
         }
     }
 
@@ -285,6 +289,12 @@ impl GuestOpts {
     /// A `vhost-user-snd-pci` device served on `path`.
     pub fn socket(mut self, path: impl Into<PathBuf>) -> Self {
         self.sound = Sound::VhostUser(path.into());
+        self
+    }
+
+    /// `controls=on` on the vhost-user sound device.
+    pub fn controls(mut self) -> Self {
+        self.controls = true;
         self
     }
 
@@ -451,7 +461,12 @@ impl GuestRun {
                         sock.display(),
                         opts.chardev_extra
                     ))
-                    .args(["-device", "vhost-user-snd-pci,chardev=vsnd"]);
+                    .arg("-device")
+                    .arg(if opts.controls {
+                        "vhost-user-snd-pci,chardev=vsnd,controls=on"
+                    } else {
+                        "vhost-user-snd-pci,chardev=vsnd"
+                    });
             }
             Sound::Builtin(audiodev) => {
                 cmd.args(["-device", "virtio-sound-pci,audiodev=vsnd", "-audiodev"])

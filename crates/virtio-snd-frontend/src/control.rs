@@ -9,6 +9,7 @@ use vm_memory::ByteValued;
 use virtio_snd_wire::formats::PcmParams;
 use virtio_snd_wire::*;
 
+use super::chain::Segment;
 use super::completion::ControlReply;
 use super::guest::FakeGuest;
 
@@ -19,6 +20,7 @@ pub struct DeviceInfo {
     pub jacks: Vec<JackInfo>,
     pub pcms: Vec<PcmInfo>,
     pub chmaps: Vec<ChmapInfo>,
+    pub controls: Vec<ctl::CtlInfo>,
 }
 
 fn status_err(what: &str, status: u32) -> io::Error {
@@ -41,7 +43,24 @@ impl FakeGuest {
         resp_len: u32,
         timeout: Duration,
     ) -> io::Result<ControlReply> {
-        let token = self.submit_control(req, resp_len)?;
+        let mut segs = Vec::with_capacity(2);
+        if !req.is_empty() {
+            segs.push(Segment::Read(req));
+        }
+        if resp_len > 0 {
+            segs.push(Segment::Write(resp_len));
+        }
+        self.control_chain(&segs, timeout)
+    }
+
+    /// A control request laid out as `segs` (one descriptor each), answered within
+    /// `timeout`; the reply's response is every writable segment, concatenated.
+    pub fn control_chain(
+        &mut self,
+        segs: &[Segment<'_>],
+        timeout: Duration,
+    ) -> io::Result<ControlReply> {
+        let token = self.submit_segments(QUEUE_CONTROL, segs)?;
         match self.wait_token(token, timeout) {
             Ok(c) => Ok(ControlReply {
                 used_len: c.used_len,
@@ -50,9 +69,12 @@ impl FakeGuest {
             }),
             Err(e) => {
                 self.abandon(token);
-                let code = req
-                    .get(..4)
-                    .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]));
+                let code = segs.iter().find_map(|s| match s {
+                    Segment::Read(b) if b.len() >= 4 => {
+                        Some(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                    }
+                    _ => None,
+                });
                 Err(io::Error::new(
                     e.kind(),
                     format!("control request (code {code:#x?}): {e}"),
@@ -193,7 +215,8 @@ impl FakeGuest {
     }
 
     /// What virtsnd_probe does: read the config, then JACK_INFO (if jacks),
-    /// PCM_INFO (if streams) and CHMAP_INFO (if chmaps) for everything announced.
+    /// PCM_INFO (if streams), CHMAP_INFO (if chmaps) and CTL_INFO (if controls, with
+    /// VIRTIO_SND_F_CTLS) for everything announced.
     /// Fails like the probe does: on any status other than S_OK, on fewer items than
     /// announced, or on a reply slower than `control_timeout`.
     pub fn probe(&mut self) -> io::Result<DeviceInfo> {
@@ -205,6 +228,7 @@ impl FakeGuest {
         let jacks = config.jacks.to_native();
         let streams = config.streams.to_native();
         let chmaps = config.chmaps.to_native();
+        let controls = config.controls.to_native();
         if jacks > 0 {
             let (st, items) = self.jack_info(0, jacks)?;
             if st != S_OK {
@@ -226,10 +250,22 @@ impl FakeGuest {
             }
             info.chmaps = items;
         }
+        if controls > 0 && self.controls() {
+            let (st, items) = self.ctl_info(0, controls)?;
+            if st != S_OK {
+                return Err(status_err("CTL_INFO", st));
+            }
+            info.controls = items;
+        }
         let counts = [
             ("jacks", jacks, info.jacks.len()),
             ("streams", streams, info.pcms.len()),
             ("chmaps", chmaps, info.chmaps.len()),
+            (
+                "controls",
+                if self.controls() { controls } else { 0 },
+                info.controls.len(),
+            ),
         ];
         for (what, announced, got) in counts {
             if announced as usize != got {

@@ -24,6 +24,7 @@
 mod chain;
 mod completion;
 mod control;
+mod ctl;
 #[cfg(test)]
 mod echo_device;
 mod guest;

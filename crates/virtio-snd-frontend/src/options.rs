@@ -19,8 +19,12 @@ pub struct FakeGuestOptions {
     /// (I/O periods, control requests, segments) takes one ring entry pointing at an
     /// indirect table in guest RAM; explicit [`Desc`](super::Desc) chains stay as given.
     pub indirect: bool,
+    /// Negotiate VIRTIO_SND_F_CTLS when the device offers it, as Linux (6.9 and
+    /// later) does behind QEMU's `controls=on`: the config is then read with its
+    /// `controls` field and the probe asks for every control's info.
+    pub controls: bool,
     /// Further virtio feature bits to acknowledge if the device offers them (the
-    /// frontend itself understands only VERSION_1, EVENT_IDX, INDIRECT_DESC and
+    /// frontend itself understands only VERSION_1, EVENT_IDX, INDIRECT_DESC, CTLS and
     /// PROTOCOL_FEATURES).
     pub extra_features: u64,
     /// Event buffers posted at connect (Linux fills the whole event queue).
@@ -42,6 +46,7 @@ impl Default for FakeGuestOptions {
             queue_size: 64,
             event_idx: true,
             indirect: true,
+            controls: true,
             extra_features: 0,
             event_buffers: 64,
             control_timeout: Duration::from_millis(1000),

@@ -135,6 +135,9 @@ pub(crate) fn negotiate(fe: &mut Frontend, opts: &FakeGuestOptions) -> io::Resul
     if opts.indirect {
         understood |= VIRTIO_RING_F_INDIRECT_DESC;
     }
+    if opts.controls {
+        understood |= virtio_snd_wire::ctl::F_CTLS;
+    }
     let acked_features = device_features & understood;
     fe.set_features(acked_features)
         .map_err(|e| vu_err("SET_FEATURES", e))?;

@@ -1,6 +1,8 @@
 //! virtio-snd wire structures (virtio spec, "Sound Device"), all little-endian, and the
-//! PCM formats and rates they encode ([`formats`]).
+//! PCM formats and rates they encode ([`formats`]), and the control elements
+//! ([`ctl`]).
 
+pub mod ctl;
 pub mod formats;
 
 use vm_memory::{ByteValued, Le32, Le64};

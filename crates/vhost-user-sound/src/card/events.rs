@@ -26,6 +26,25 @@ pub enum DeviceEvent {
         /// The stream's parameters after the request, once the guest set them.
         params: Option<PcmParams>,
     },
+    /// The guest changed the stream's volume or switch; [`Card::level`] tells the new
+    /// level.
+    ///
+    /// [`Card::level`]: super::Card::level
+    Mixer {
+        /// The stream.
+        direction: Direction,
+        /// What changed.
+        change: MixerChange,
+    },
+}
+
+/// Which half of a stream's level the guest changed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MixerChange {
+    /// Its volume control.
+    Volume,
+    /// Its switch (mute).
+    Mute,
 }
 
 /// A listener, as [`Card::subscribe`](super::Card::subscribe) takes it.

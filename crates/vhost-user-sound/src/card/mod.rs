@@ -9,11 +9,13 @@
 //! completion of one period in `period`, the card's own pacer in `pacer`, rings QEMU
 //! stops and starts in `pause`, rings the guest broke in `broken`, what the elements
 //! call per buffer in `playback` and `capture` (with the capture queue and its
-//! timeline in `capture_fifo`), and the fan-out of [`DeviceEvent`]s in `events`.
+//! timeline in `capture_fifo`), the mixer's controls and their events in `controls`,
+//! and the fan-out of [`DeviceEvent`]s in `events`.
 
 mod broken;
 mod capture;
 mod capture_fifo;
+mod controls;
 mod events;
 mod pacer;
 mod pause;
@@ -35,8 +37,9 @@ use virtio_snd_wire::formats::PcmParams;
 use crate::clock::{MonotonicClock, PacerClock};
 use crate::io::{GuestMem, IoMessage};
 use crate::log_limit::limited;
+use crate::mixer::Mixer;
 use crate::pcm::{PcmRequest, PcmState, Transition};
-pub use events::{DeviceEvent, Listener};
+pub use events::{DeviceEvent, Listener, MixerChange};
 pub use pacer::FIRST_CAPTURE_WAIT_NS;
 pub use playback::Playback;
 use stream::Stream;
@@ -52,6 +55,14 @@ pub(crate) struct State {
     /// Per queue: the guest broke its ring (see `broken`).
     broken: [bool; wire::NUM_QUEUES],
     pub(crate) shutdown: bool,
+    /// The card's volumes and switches (see `controls`).
+    mixer: Mixer,
+    /// The card offers its control elements to the next connection.
+    controls: bool,
+    /// The guest's driver took them.
+    controls_acked: bool,
+    /// Controls whose change the guest has not been told yet, one bit per id.
+    unsent_controls: u32,
     /// Threads in `wait_playback`: queuing playback I/O only notifies when there are
     /// any (a condvar notification is a system call even when nobody waits).
     data_waiters: usize,
@@ -88,6 +99,10 @@ impl Card {
                 stopped: [None; wire::NUM_QUEUES],
                 broken: [false; wire::NUM_QUEUES],
                 shutdown: false,
+                mixer: Mixer::default(),
+                controls: false,
+                controls_acked: false,
+                unsent_controls: 0,
                 data_waiters: 0,
             }),
             cond: Condvar::new(),
@@ -166,6 +181,7 @@ impl Card {
     pub(crate) fn disconnected(&self) {
         self.reset_with(|st| {
             st.connected = false;
+            st.controls_acked = false;
             st.vrings = None;
             st.mem = None;
             st.stopped = [None; wire::NUM_QUEUES];
@@ -191,6 +207,7 @@ impl Card {
             let mut st = self.lock();
             also(&mut st);
             st.broken = [false; wire::NUM_QUEUES];
+            st.unsent_controls = 0;
             Direction::ALL
                 .iter()
                 .filter_map(|d| Self::reset_stream(st.stream(*d)))

@@ -17,6 +17,7 @@ use virtio_snd_wire as wire;
 use virtio_snd_wire::formats::PcmParams;
 
 use super::{Card, Direction, State};
+use crate::gain;
 use crate::io::IoMessage;
 use crate::pcm::PcmState;
 
@@ -81,8 +82,9 @@ impl Card {
                 (latency, Some(Transfer::In(buf)))
             }
         };
+        let gain = st.mixer.gain(dir);
         let (mut st, msg, data_ok) = match copy {
-            Some(copy) => match self.copy_unlocked(st, dir, msg, copy, &params) {
+            Some(copy) => match self.copy_unlocked(st, dir, msg, copy, &params, gain) {
                 Ok(r) => r,
                 Err(st) => return (st, 0, false),
             },
@@ -95,7 +97,8 @@ impl Card {
         (st, frames, true)
     }
 
-    /// Copies `msg`'s audio with the card unlocked. Returns the lock again, the
+    /// Copies `msg`'s audio with the card unlocked, scaled by the mixer's `gain` on
+    /// the way, as a card's DAC or ADC applies its volume. Returns the lock again, the
     /// message and whether guest memory could be written, or `Err` when the message
     /// is no longer to be completed now: the stream was reset meanwhile (a disconnect,
     /// a device reset, a new driver's rings: it is forgotten), or QEMU stopped the
@@ -108,6 +111,7 @@ impl Card {
         msg: IoMessage,
         copy: Transfer<'_>,
         params: &PcmParams,
+        gain: Option<f64>,
     ) -> Result<(MutexGuard<'a, State>, IoMessage, bool), MutexGuard<'a, State>> {
         let mem = st.mem.as_ref().map(|m| m.memory());
         let epoch = st.stream(dir).epoch;
@@ -124,10 +128,15 @@ impl Card {
                 if !read {
                     out.truncate(at);
                     out.extend_from_slice(&params.silence(n));
+                } else if let Some(g) = gain {
+                    gain::apply(params.format, &mut out[at..], g);
                 }
                 (true, Some((out, at)), None)
             }
-            Transfer::In(buf) => {
+            Transfer::In(mut buf) => {
+                if let Some(g) = gain {
+                    gain::apply(params.format, &mut buf, g);
+                }
                 let ok = mem
                     .as_deref()
                     .is_some_and(|m| msg.data.write(m, &buf).is_ok());

@@ -198,9 +198,24 @@ impl Rig {
 
     /// [`new`](Self::new) with a guest set up by `opts`.
     pub fn with_options(test: &str, opts: FakeGuestOptions) -> (Rig, FakeGuest) {
+        Self::build(test, opts, false)
+    }
+
+    /// [`new`](Self::new) on a card that offers its control elements.
+    pub fn with_controls(test: &str) -> (Rig, FakeGuest) {
+        Self::build(test, FakeGuestOptions::default(), true)
+    }
+
+    /// [`with_controls`](Self::with_controls) with a guest set up by `opts`.
+    pub fn with_controls_and(opts: FakeGuestOptions, test: &str) -> (Rig, FakeGuest) {
+        Self::build(test, opts, true)
+    }
+
+    fn build(test: &str, opts: FakeGuestOptions, controls: bool) -> (Rig, FakeGuest) {
         let quiet = quiet();
         let path = sock_path(test);
         let dev = Device::acquire(&path).expect("device on a fresh socket");
+        dev.card().offer_controls(controls);
         let tl = Timeline::new();
         for dir in Direction::ALL {
             let clock = ManualClock {

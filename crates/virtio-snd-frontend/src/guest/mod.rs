@@ -221,12 +221,18 @@ impl FakeGuest {
         &self.opts
     }
 
-    /// The device configuration, read with a 12-byte GET_CONFIG like QEMU does
-    /// without VIRTIO_SND_F_CTLS (`controls` is then 0).
+    /// Whether VIRTIO_SND_F_CTLS is in use (see [`FakeGuestOptions::controls`]).
+    pub fn controls(&self) -> bool {
+        self.features() & virtio_snd_wire::ctl::F_CTLS != 0
+    }
+
+    /// The device configuration, read like QEMU does: 16 bytes with
+    /// VIRTIO_SND_F_CTLS, 12 without (`controls` is then 0).
     pub fn config(&mut self) -> io::Result<VirtioSndConfig> {
-        let bytes = self.config_bytes(12)?;
+        let size = if self.controls() { 16 } else { 12 };
+        let bytes = self.config_bytes(size)?;
         let mut cfg = VirtioSndConfig::default();
-        cfg.as_mut_slice()[..12].copy_from_slice(&bytes);
+        cfg.as_mut_slice()[..size as usize].copy_from_slice(&bytes);
         Ok(cfg)
     }
 
