@@ -105,8 +105,15 @@ impl Control {
     }
 
     fn stream_status(&self, dir: Direction) -> Value {
-        let snap = self.device.card().snapshot(dir);
-        json!({ "state": snap.state.name(), "format": snap.params.as_ref().and_then(format) })
+        let card = self.device.card();
+        let snap = card.snapshot(dir);
+        let level = card.level(dir);
+        json!({
+            "state": snap.state.name(),
+            "format": snap.params.as_ref().and_then(format),
+            "volume": level.volume,
+            "mute": level.mute,
+        })
     }
 
     fn status(&self) -> Value {

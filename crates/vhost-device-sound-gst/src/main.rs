@@ -153,31 +153,55 @@ fn run(args: cli::Args) -> Result<(), String> {
 /// socket's subscribers, and opens the capture source only while the guest captures
 /// (and the host allows it: the gate).
 fn subscribe(device: &Arc<Device>, gate: Arc<Gate>, control: Option<Arc<Control>>) -> u64 {
+    // Weak: the card keeps its listeners.
+    let card = Arc::downgrade(device.card());
     device.card().subscribe(Arc::new(move |ev: &DeviceEvent| {
-        let DeviceEvent::Stream {
-            direction,
-            request,
-            params,
-        } = ev.clone()
-        else {
-            let connected = matches!(ev, DeviceEvent::Connected);
-            info!(
-                "guest {}",
-                if connected {
-                    "connected"
-                } else {
-                    "disconnected"
-                }
-            );
-            if let Some(c) = &control {
-                let event = if connected {
-                    "connected"
-                } else {
-                    "disconnected"
+        let (direction, request, params) = match ev.clone() {
+            DeviceEvent::Stream {
+                direction,
+                request,
+                params,
+            } => (direction, request, params),
+            DeviceEvent::Mixer { direction, .. } => {
+                let Some(level) = card.upgrade().map(|c| c.level(direction)) else {
+                    return;
                 };
-                c.publish(serde_json::json!({ "event": event }));
+                info!(
+                    "guest set its {} level: volume {:.3}{}",
+                    direction.name(),
+                    level.volume,
+                    if level.mute { ", muted" } else { "" }
+                );
+                if let Some(c) = &control {
+                    c.publish(serde_json::json!({
+                        "event": "mixer",
+                        "direction": direction.name(),
+                        "volume": level.volume,
+                        "mute": level.mute,
+                    }));
+                }
+                return;
             }
-            return;
+            DeviceEvent::Connected | DeviceEvent::Disconnected => {
+                let connected = matches!(ev, DeviceEvent::Connected);
+                info!(
+                    "guest {}",
+                    if connected {
+                        "connected"
+                    } else {
+                        "disconnected"
+                    }
+                );
+                if let Some(c) = &control {
+                    let event = if connected {
+                        "connected"
+                    } else {
+                        "disconnected"
+                    };
+                    c.publish(serde_json::json!({ "event": event }));
+                }
+                return;
+            }
         };
         let format = params.and_then(|p| {
             gstvhostsnd::audio::gst_format(p.format).map(|f| (f.to_str(), p.rate_hz(), p.channels))

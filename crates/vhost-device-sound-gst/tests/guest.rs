@@ -241,25 +241,55 @@ fn daemon_capture_passes_alsabat() {
 
 /// `--controls`: the guest's Capture volume and switch scale what it records, and
 /// stay as the guest set them while the daemon opens and closes its capture pipeline
-/// for each recording.
+/// for each recording; the control socket's `status` and subscribers see them.
 #[test]
 fn daemon_controls_scale_what_the_guest_records() {
+    use std::io::{BufReader, Write};
+    use std::os::unix::net::UnixStream;
+
     init();
     let sock = socket("daemon-controls");
+    let ctl = sock.with_file_name("control.sock");
     let d = Daemon::discarding_playback(
         &sock,
         &[
             "--controls",
             "--capture",
             "audiotestsrc is-live=true freq=1000 volume=0.5",
+            "--control-socket",
+            ctl.to_str().unwrap(),
         ],
     );
+    let mut client = UnixStream::connect(&ctl).expect("the control socket");
+    client
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let mut reader = BufReader::new(client.try_clone().unwrap());
+    writeln!(client, "subscribe").unwrap();
+    assert_eq!(answer(&mut reader)["subscribed"], true);
     let out = boot(
         GuestOpts::new(MIXER_CAPTURE_SCRIPT)
             .socket(&sock)
             .controls(),
     );
     check_mixer_recordings("the daemon", &out, &[d.log()]);
+    let mut mixer = Vec::new();
+    while mixer.len() < 2 {
+        let ev = answer(&mut reader);
+        if ev["event"] == "mixer" {
+            mixer.push(ev);
+        }
+    }
+    assert_eq!(mixer[0]["direction"], "capture", "{mixer:?}");
+    let volume = mixer[0]["volume"].as_f64().unwrap_or_default();
+    assert!((volume - 0.501).abs() < 0.001, "{mixer:?}");
+    assert_eq!(mixer[1]["mute"], true, "{mixer:?}");
+    let mut cmd = UnixStream::connect(&ctl).expect("a second client");
+    let mut cmd_reader = BufReader::new(cmd.try_clone().unwrap());
+    writeln!(cmd, "status").unwrap();
+    let status = answer(&mut cmd_reader);
+    assert_eq!(status["capture"]["mute"], true, "{status}");
+    assert_eq!(status["playback"]["volume"], 1.0, "{status}");
     d.terminate_cleanly();
 }
 

@@ -427,3 +427,28 @@ fn hostile_control_element_requests_change_nothing() {
     assert_eq!(rig.dev().card().level(Direction::Capture).volume, 1.0);
     alive(&mut g);
 }
+
+#[test]
+fn a_change_made_while_the_vm_is_paused_reaches_it_after_the_resume() {
+    let (rig, mut g) = Rig::with_controls("ctl-pause");
+    g.probe().unwrap();
+    let card = rig.dev().card().clone();
+    let bases = g.pause().unwrap();
+    card.set_volume(Direction::Playback, 0.5);
+    card.set_mute(Direction::Playback, true);
+    std::thread::sleep(Duration::from_millis(50));
+    assert!(
+        g.events().unwrap().is_empty(),
+        "nothing goes to a stopped ring"
+    );
+    g.resume(bases).unwrap();
+    // The guest's next request (here, its mixer reading the value) lets them go.
+    assert_eq!(g.ctl_read(PLAY_VOLUME).unwrap(), (S_OK, Some(HALF)));
+    let mut got = Vec::new();
+    while got.len() < 2 {
+        let ev = g.wait_events(T).unwrap();
+        assert!(!ev.is_empty(), "events so far: {got:?}");
+        got.extend(codes(&ev));
+    }
+    assert_eq!(got, [notify(PLAY_VOLUME), notify(PLAY_SWITCH)]);
+}

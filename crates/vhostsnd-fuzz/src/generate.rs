@@ -16,6 +16,16 @@ use crate::vhost_user;
 pub const F_INDIRECT: u16 = 4;
 /// Control request codes the spec does not define.
 const UNKNOWN_CODES: [u32; 3] = [0, 0x0106, 0x0201];
+/// The control-element requests (the fuzzed device offers its controls).
+const CTL_CODES: [u32; 7] = [
+    ctl::R_CTL_INFO,
+    ctl::R_CTL_ENUM_ITEMS,
+    ctl::R_CTL_READ,
+    ctl::R_CTL_WRITE,
+    ctl::R_CTL_TLV_READ,
+    ctl::R_CTL_TLV_WRITE,
+    ctl::R_CTL_TLV_COMMAND,
+];
 
 /// The generator's idea of a stream, from the requests it drew (not from the
 /// device's answers, which would make inputs depend on timing).
@@ -216,7 +226,7 @@ impl Generator {
             let (b, frame, period) = self.set_params(stream, true);
             (b, (frame, period))
         } else {
-            (pcm_hdr(code, stream), (0, 0))
+            (code_and_id(code, stream), (0, 0))
         };
         // What the device does with a request in a broken layout is not modelled.
         if plain_layout {
@@ -257,7 +267,7 @@ impl Generator {
                 _ => fields.6 = self.rng.random(),
             }
         }
-        let mut v = pcm_hdr(R_PCM_SET_PARAMS, stream);
+        let mut v = code_and_id(R_PCM_SET_PARAMS, stream);
         v.extend_from_slice(&fields.0.to_le_bytes());
         v.extend_from_slice(&fields.1.to_le_bytes());
         v.extend_from_slice(&fields.2.to_le_bytes());
@@ -285,9 +295,10 @@ impl Generator {
         let code = if self.chance(0.9) {
             let i = self
                 .rng
-                .random_range(0..R_CODES.len() + UNKNOWN_CODES.len());
+                .random_range(0..R_CODES.len() + CTL_CODES.len() + UNKNOWN_CODES.len());
             R_CODES
                 .iter()
+                .chain(&CTL_CODES)
                 .chain(&UNKNOWN_CODES)
                 .nth(i)
                 .copied()
@@ -297,11 +308,12 @@ impl Generator {
         };
         let mut model = None;
         let mut req = match code {
-            R_JACK_INFO | R_PCM_INFO | R_CHMAP_INFO => {
+            R_JACK_INFO | R_PCM_INFO | R_CHMAP_INFO | ctl::R_CTL_INFO => {
                 let start = self.small_or_any(4);
                 let count = self.small_or_any(4);
-                let size = match self.rng.random_range(0..4) {
+                let size = match self.rng.random_range(0..5) {
                     0 => 32,
+                    4 => 96,
                     1 => 24,
                     2 => self.rng.random_range(0..512),
                     _ => self.rng.random(),
@@ -311,6 +323,21 @@ impl Generator {
                     v.extend_from_slice(&f.to_le_bytes());
                 }
                 v
+            }
+            ctl::R_CTL_WRITE => {
+                // A value for a control that mostly exists, mostly in or near its range.
+                let mut v = code_and_id(code, self.small_or_any(5));
+                let mut value = [0u8; 512];
+                let first = self.small_or_any(140);
+                value[..4].copy_from_slice(&first.to_le_bytes());
+                if self.chance(0.2) {
+                    self.rng.fill(&mut value[4..]);
+                }
+                v.extend_from_slice(&value);
+                v
+            }
+            ctl::R_CTL_ENUM_ITEMS..=ctl::R_CTL_TLV_COMMAND => {
+                code_and_id(code, self.small_or_any(5))
             }
             R_PCM_SET_PARAMS => {
                 let stream = self.stream();
@@ -331,7 +358,7 @@ impl Generator {
                     _ => None,
                 }
                 .map(|r| (stream, r, (0, 0)));
-                pcm_hdr(code, stream)
+                code_and_id(code, stream)
             }
         };
         match self.rng.random_range(0..6) {
@@ -346,8 +373,9 @@ impl Generator {
             }
             _ => {}
         }
-        let resp = match self.rng.random_range(0..8) {
+        let resp = match self.rng.random_range(0..9) {
             0 => self.rng.random_range(0..8),
+            8 => 4 + 512,
             1 => 4,
             2 => self.rng.random_range(8..2048),
             3 => MAX_BUF,
@@ -739,8 +767,9 @@ fn set_len(buf: &mut Buf, n: u32) {
     }
 }
 
-fn pcm_hdr(code: u32, stream: u32) -> Vec<u8> {
+/// A request of a code and one id: `virtio_snd_pcm_hdr`, `virtio_snd_ctl_hdr`.
+fn code_and_id(code: u32, id: u32) -> Vec<u8> {
     let mut v = code.to_le_bytes().to_vec();
-    v.extend_from_slice(&stream.to_le_bytes());
+    v.extend_from_slice(&id.to_le_bytes());
     v
 }

@@ -184,6 +184,8 @@ impl Rig {
         std::fs::create_dir_all(&dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
         let path = dir.join("snd.sock");
         let device = Device::acquire(&path).map_err(|e| format!("starting the device: {e}"))?;
+        // Control elements too: their requests, values and events on hostile buffers.
+        device.card().offer_controls(true);
         for d in Direction::ALL {
             device
                 .card()

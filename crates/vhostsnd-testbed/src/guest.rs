@@ -214,8 +214,8 @@ pub const RECORD: &str = "arecord -q -D hw:0,0 -r 48000 -f S16_LE -d 2 -t wav";
 
 /// Every stretch of tone in a mono signal, in order: the runs of 10 ms blocks whose
 /// RMS exceeds `threshold_rms`, each refined to its first and last sample whose
-/// magnitude exceeds it (as [`analysis::detect_tone`] does for the signal as a
-/// whole). Silence of a block or more (a pause, a long dropout) separates two
+/// magnitude exceeds it, looking one block beyond the run on either side (as
+/// [`analysis::detect_tone`] does for the signal as a whole). Silence of a block or more (a pause, a long dropout) separates two
 /// segments; shorter dropouts inside one are for [`analysis::find_dropouts`].
 pub fn tone_segments(samples: &[f32], rate: u32, threshold_rms: f32) -> Vec<analysis::Segment> {
     let block = (rate as usize / 100).max(1);
@@ -235,11 +235,19 @@ pub fn tone_segments(samples: &[f32], rate: u32, threshold_rms: f32) -> Vec<anal
             b += 1;
         }
         let (from, to) = (first * block, (b * block).min(samples.len()));
-        let run = &samples[from..to];
-        let start = run.iter().position(|s| s.abs() > threshold_rms);
-        let end = run.iter().rposition(|s| s.abs() > threshold_rms);
+        // The blocks either side of the run may hold a few samples of the tone, too
+        // few to make the block loud (a tone that stops just past a block's start):
+        // they are the segment's too. The block before never reaches back into the
+        // previous segment, which a quiet block ends.
+        let before = from
+            .saturating_sub(block)
+            .max(out.last().map_or(0, |s: &analysis::Segment| s.end));
+        let after = (to + block).min(samples.len());
+        let loud = |s: &f32| s.abs() > threshold_rms;
+        let start = samples[before..to].iter().position(loud);
+        let end = samples[from..after].iter().rposition(loud);
         out.push(analysis::Segment {
-            start: from + start.unwrap_or(0),
+            start: start.map_or(from, |i| before + i),
             end: end.map_or(to, |e| from + e + 1),
         });
     }
@@ -341,6 +349,26 @@ mod tests {
         );
         assert!(segs[1].end.abs_diff(x.len() - 480) <= 10, "{segs:?}");
         assert!(tone_segments(&vec![0.0; 48000], RATE, 0.05).is_empty());
+    }
+
+    /// A tone that stops 13 samples into a block (a VM paused just past a block
+    /// boundary) ends there, not at the block before.
+    #[test]
+    fn a_tone_ending_just_into_a_block_keeps_its_last_samples() {
+        let mut x = sine(440.0, RATE, 1, 480 * 10 + 13, 0.5);
+        x.extend(vec![0.0f32; 4800]);
+        let mut tail = vec![0.0f32; 480 - 13];
+        tail.extend(sine(440.0, RATE, 1, 4800, 0.5));
+        x.extend(tail);
+        let segs = tone_segments(&x, RATE, 0.05);
+        assert_eq!(segs.len(), 2, "{segs:?}");
+        let end = 480 * 10 + 13;
+        assert!(segs[0].end <= end && segs[0].end + 3 >= end, "{segs:?}");
+        let start = 480 * 10 + 13 + 4800 + 480 - 13;
+        assert!(
+            segs[1].start >= start && segs[1].start <= start + 3,
+            "{segs:?}"
+        );
     }
 
     #[test]

@@ -49,6 +49,7 @@ impl Card {
     /// The host sets `dir`'s linear volume (0 to 1): applied as given, and shown to
     /// the guest as the nearest step of its volume control.
     pub fn set_volume(&self, dir: Direction, volume: f64) {
+        self.ring_started(QUEUE_EVENT);
         let mut st = self.lock();
         if let Some(c) = st.mixer.set_volume(dir, volume) {
             self.changed_control(&mut st, c);
@@ -57,6 +58,7 @@ impl Card {
 
     /// The host mutes or unmutes `dir`; the guest's switch follows.
     pub fn set_mute(&self, dir: Direction, mute: bool) {
+        self.ring_started(QUEUE_EVENT);
         let mut st = self.lock();
         if let Some(c) = st.mixer.set_mute(dir, mute) {
             self.changed_control(&mut st, c);
