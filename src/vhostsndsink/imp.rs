@@ -19,7 +19,7 @@ use crate::attach::Attached;
 use crate::audio;
 use crate::mixer::{self, Mixer};
 use crate::pipeline_clock::PipelineClock;
-use vhost_user_sound::{Card, DeviceEvent, Direction, Pacing, PcmRequest};
+use vhost_user_sound::{Captured, Card, DeviceEvent, Direction, Pacing, PcmRequest};
 use virtio_snd_wire::formats::DEFAULT_PARAMS;
 
 static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
@@ -291,26 +291,28 @@ impl BaseSinkImpl for VhostSndSink {
         let Some(card) = self.card() else {
             return Err(gst::FlowError::Flushing);
         };
-        let Some(params) = card.snapshot(Direction::Capture).params else {
-            self.dropped("the guest has not set up capture");
-            return Ok(gst::FlowSuccess::Ok);
-        };
-        let matching = lock(&self.negotiated)
-            .as_ref()
-            .is_some_and(|info| audio::matches(info, &params));
-        if !matching {
-            self.dropped("waiting for upstream to switch to the guest's format");
-            self.obj()
-                .sink_pad()
-                .push_event(gst::event::Reconfigure::new());
-            return Ok(gst::FlowSuccess::Ok);
-        }
         let map = buffer.map_readable().map_err(|_| {
             gst::element_imp_error!(self, gst::CoreError::Failed, ["Failed to map buffer"]);
             gst::FlowError::Error
         })?;
-        if !card.push_capture(&map, self.captured_at(buffer)) {
-            self.dropped("the guest is not capturing");
+        let at = self.captured_at(buffer);
+        let negotiated = lock(&self.negotiated);
+        let pushed = card.push_capture_as(&map, at, |params| {
+            negotiated
+                .as_ref()
+                .is_some_and(|info| audio::matches(info, params))
+        });
+        drop(negotiated);
+        match pushed {
+            Captured::Queued => {}
+            Captured::NoFormat => self.dropped("the guest has not set up capture"),
+            Captured::OtherFormat => {
+                self.dropped("waiting for upstream to switch to the guest's format");
+                self.obj()
+                    .sink_pad()
+                    .push_event(gst::event::Reconfigure::new());
+            }
+            Captured::NotCapturing => self.dropped("the guest is not capturing"),
         }
         Ok(gst::FlowSuccess::Ok)
     }

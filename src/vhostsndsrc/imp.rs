@@ -112,6 +112,10 @@ pub struct VhostSndSrc {
     conversion: Mutex<Option<Conversion>>,
     waiter: Mutex<Option<Arc<PipelineClock>>>,
     flushing: AtomicBool,
+    /// The guest set parameters or started since the streaming thread last looked
+    /// (set by the device hook): the next tick takes them before it waits. Otherwise
+    /// each completed period brings its parameters, and the card is not asked again.
+    params_changed: AtomicBool,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -188,8 +192,10 @@ impl VhostSndSrc {
     /// Live: one period per period of the pipeline clock.
     fn create_live(&self, card: &Card) -> Result<gst::Buffer, gst::FlowError> {
         let period = loop {
-            if let Some(p) = card.snapshot(Direction::Playback).params {
-                self.follow(p)?;
+            if self.params_changed.swap(false, Ordering::SeqCst) {
+                if let Some(p) = card.snapshot(Direction::Playback).params {
+                    self.follow(p)?;
+                }
             }
             let obj = self.obj();
             let clock = obj.clock();
@@ -483,6 +489,7 @@ impl ElementImpl for VhostSndSrc {
                 } = ev
                 {
                     if let Some(src) = element.downcast_ref::<super::VhostSndSrc>() {
+                        src.imp().params_changed.store(true, Ordering::SeqCst);
                         if let Some(w) = lock(&src.imp().waiter).as_ref() {
                             w.interrupt();
                         }
@@ -541,6 +548,7 @@ impl ElementImpl for VhostSndSrc {
 impl BaseSrcImpl for VhostSndSrc {
     fn start(&self) -> Result<(), gst::ErrorMessage> {
         self.flushing.store(false, Ordering::SeqCst);
+        self.params_changed.store(true, Ordering::SeqCst);
         *lock(&self.timing) = Timing::default();
         lock(&self.conversion).take();
         if let Ok(card) = self.card() {
@@ -668,6 +676,7 @@ impl BaseSrcImpl for VhostSndSrc {
 
     fn unlock_stop(&self) -> Result<(), gst::ErrorMessage> {
         self.flushing.store(false, Ordering::SeqCst);
+        self.params_changed.store(true, Ordering::SeqCst);
         if let Some(w) = lock(&self.waiter).as_ref() {
             w.clear_interrupt();
         }

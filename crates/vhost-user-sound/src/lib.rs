@@ -102,8 +102,8 @@ mod registry;
 mod server;
 
 pub use card::{
-    Card, DeviceEvent, Direction, Listener, MixerChange, Pacing, Playback, StreamSnapshot,
-    FIRST_CAPTURE_WAIT_NS,
+    Captured, Card, DeviceEvent, Direction, Listener, MixerChange, Pacing, Playback,
+    StreamSnapshot, FIRST_CAPTURE_WAIT_NS,
 };
 pub use clock::{MonotonicClock, PacerClock};
 pub use control::{Topology, MAX_INFO_SIZE, MAX_PERIOD_BYTES};

@@ -39,6 +39,7 @@ use crate::io::{GuestMem, IoMessage};
 use crate::log_limit::limited;
 use crate::mixer::Mixer;
 use crate::pcm::{PcmRequest, PcmState, Transition};
+pub use capture::Captured;
 pub use events::{DeviceEvent, Listener, MixerChange};
 pub use pacer::FIRST_CAPTURE_WAIT_NS;
 pub use playback::Playback;
