@@ -54,6 +54,11 @@ pub struct ScaleRow {
     pub late: usize,
     pub empty: u64,
     pub bad_status: usize,
+    /// Wake-ups of the pipelines' streaming threads per guest period.
+    pub streaming_wakeups_per_period: f64,
+    /// Wake-ups per second of the device's own threads (vring workers, pacers,
+    /// servers), per stream.
+    pub device_wakeups_per_s_stream: f64,
 }
 
 fn late_count(at: &[Instant], period: Duration) -> usize {
@@ -163,7 +168,10 @@ fn baseline(n: usize, warm: Duration, secs: f64) -> Result<f64, String> {
 fn one(n: usize, secs: f64) -> Result<ScaleRow, String> {
     let p = setup::params(FMT_S16, 10);
     let warm = Duration::from_millis(if secs < 5.0 { 500 } else { 1000 });
-    let base = baseline(n, warm, secs.min(5.0))?;
+    // GStreamer alone is measured before and after the devices' window and the two
+    // averaged: foreign load that rises or falls during the run then moves both
+    // sides of the difference alike.
+    let base_before = baseline(n, warm, secs.min(5.0))?;
     let (rss0, shm0) = stats::rss_kib();
     let mut pipelines = Vec::new();
     let mut devs = Vec::new();
@@ -203,9 +211,11 @@ fn one(n: usize, secs: f64) -> Result<ScaleRow, String> {
     let _ = win_cell.set(win);
     sleep_until(win.0);
     let (rss1, shm1) = stats::rss_kib();
+    let woken0 = stats::thread_wakeups();
     let cpu0 = stats::process_cpu();
     sleep_until(win.1);
     let cpu1 = stats::process_cpu();
+    let woken1 = stats::thread_wakeups();
     let mut res = Vec::new();
     for h in handles {
         res.push(h.join().map_err(|_| "frontend thread panicked")??);
@@ -214,9 +224,18 @@ fn one(n: usize, secs: f64) -> Result<ScaleRow, String> {
         setup::finish(pl)?;
     }
     drop(pipelines);
+    let base = (base_before + baseline(n, warm, secs.min(5.0))?) / 2.0;
     let streams = (2 * n) as f64;
     let total = (cpu1 - cpu0).as_secs_f64() * 1e3 / streams / secs;
     let fe: f64 = res.iter().map(|r| r.cpu.as_secs_f64()).sum::<f64>() * 1e3 / streams / secs;
+    // GStreamer names streaming threads after their source element; the device's
+    // threads are vhostsnd-* (server, pacers) and vhost-user-backend's vring_worker.
+    let streaming = stats::wakeups_between(&woken0, &woken1, |n| {
+        n.starts_with("vhostsndsrc") || n.starts_with("audiotestsrc")
+    });
+    let device_threads = stats::wakeups_between(&woken0, &woken1, |n| {
+        n.starts_with("vhostsnd-") || n.starts_with("vring_worker")
+    });
     Ok(ScaleRow {
         devices: n,
         secs,
@@ -231,6 +250,8 @@ fn one(n: usize, secs: f64) -> Result<ScaleRow, String> {
         late: res.iter().map(|r| r.late).sum(),
         empty: res.iter().map(|r| r.empty).sum(),
         bad_status: res.iter().map(|r| r.bad_status).sum(),
+        streaming_wakeups_per_period: streaming as f64 / (streams * secs * 100.0),
+        device_wakeups_per_s_stream: device_threads as f64 / streams / secs,
     })
 }
 
@@ -265,6 +286,8 @@ pub fn run(opts: &Opts) -> Result<Vec<Table>, String> {
             "periods / expected",
             "late completions",
             "guest queue found empty",
+            "streaming-thread wake-ups per period",
+            "device-thread wake-ups (per s per stream)",
         ],
     );
     for &n in &sizes {
@@ -284,6 +307,8 @@ pub fn run(opts: &Opts) -> Result<Vec<Table>, String> {
             format!("{} / {}", r.periods, r.expected_periods),
             r.late.to_string(),
             r.empty.to_string(),
+            format!("{:.2}", r.streaming_wakeups_per_period),
+            format!("{:.2}", r.device_wakeups_per_s_stream),
         ]);
         let _ = r.secs;
     }
@@ -294,10 +319,13 @@ pub fn run(opts: &Opts) -> Result<Vec<Table>, String> {
          pipelines: audiotestsrc, fakesink, the elements and the device threads). \
          GStreamer alone: the same number of pipelines with `audiotestsrc is-live=true ! \
          fakesink sync=true` in place of each branch, no device, measured just before \
-         (for at most 5 s); added by vhostsnd = device-side - GStreamer alone. RSS: \
+         and just after (for at most 5 s each) and averaged; added by vhostsnd = device-side - GStreamer alone. RSS: \
          VmRSS growth from before the first pipeline to the start of the window, per \
          device; guest RAM (the FakeGuest's memfd, mapped by both the frontend and the \
-         device) is the RssShmem part. Targets: 64 devices, 0 late; device-side <= 1 \
+         device) is the RssShmem part. Wake-ups: voluntary context switches over the window \
+         (/proc), of the streaming threads (vhostsndsrc's, and the audiotestsrc that feeds \
+         vhostsndsink) per guest period, and of the device's own threads (vring workers, \
+         pacers, servers) per second and stream. Targets: 64 devices, 0 late; device-side <= 1 \
          ms/s per stream; <= 1024 KiB per device.",
     );
     Ok(vec![t])

@@ -76,6 +76,45 @@ pub fn rss_kib() -> (u64, u64) {
     (field("VmRSS:"), field("RssShmem:"))
 }
 
+/// Every thread of this process: its id, its name and how often it slept and was
+/// woken (voluntary context switches), from /proc.
+pub fn thread_wakeups() -> Vec<(u32, String, u64)> {
+    let Ok(dir) = std::fs::read_dir("/proc/self/task") else {
+        return Vec::new();
+    };
+    dir.filter_map(|e| {
+        let e = e.ok()?;
+        let tid = e.file_name().to_str()?.parse().ok()?;
+        let comm = std::fs::read_to_string(e.path().join("comm")).ok()?;
+        let status = std::fs::read_to_string(e.path().join("status")).ok()?;
+        let woken = status
+            .lines()
+            .find_map(|l| l.strip_prefix("voluntary_ctxt_switches:"))?
+            .trim()
+            .parse()
+            .ok()?;
+        Some((tid, comm.trim().to_owned(), woken))
+    })
+    .collect()
+}
+
+/// Wake-ups between two [`thread_wakeups`] of the threads alive at both whose name
+/// `class` accepts.
+pub fn wakeups_between(
+    before: &[(u32, String, u64)],
+    after: &[(u32, String, u64)],
+    class: impl Fn(&str) -> bool,
+) -> u64 {
+    after
+        .iter()
+        .filter(|(_, name, _)| class(name))
+        .filter_map(|(tid, _, n)| {
+            let (_, _, was) = before.iter().find(|(t, _, _)| t == tid)?;
+            Some(n.saturating_sub(*was))
+        })
+        .sum()
+}
+
 pub fn ms(d: f64) -> String {
     format!("{d:.3}")
 }
