@@ -160,7 +160,7 @@ impl VhostUserBackend for SndBackend {
             // QEMU sizes the config by its own `controls` property and reads the
             // rest as all-ones: the guest would count 2^32-1 controls.
             limited!(
-                Level::Error,
+                Level::Warn,
                 "the device offers controls but QEMU was started without them: the guest \
                  will have no sound card; add controls=on to -device vhost-user-snd-pci"
             );

@@ -452,3 +452,23 @@ fn a_change_made_while_the_vm_is_paused_reaches_it_after_the_resume() {
     }
     assert_eq!(got, [notify(PLAY_VOLUME), notify(PLAY_SWITCH)]);
 }
+
+static LOG: LogCounter = LogCounter::new();
+
+/// A device that offers controls to a QEMU without `controls=on` (which reads only
+/// the config's first 12 bytes) says so: its guest would have no sound card.
+#[test]
+fn a_qemu_without_controls_on_is_warned_about() {
+    LOG.install();
+    let opts = FakeGuestOptions {
+        controls: false,
+        ..FakeGuestOptions::default()
+    };
+    let (_rig, mut g) = Rig::with_controls_and(opts, "ctl-no-qemu-controls");
+    let before = LOG.warnings();
+    assert_eq!(g.config().unwrap().controls.to_native(), 0);
+    assert!(
+        LOG.warnings() > before,
+        "the device did not warn that QEMU lacks controls=on"
+    );
+}
