@@ -9,9 +9,9 @@ use gst::prelude::*;
 
 use vhost_user_sound::{Card, Direction};
 
-pub const DEFAULT_VOLUME: f64 = 1.0;
-pub const DEFAULT_MUTE: bool = false;
-pub const DEFAULT_CONTROLS: bool = false;
+const DEFAULT_VOLUME: f64 = 1.0;
+const DEFAULT_MUTE: bool = false;
+const DEFAULT_CONTROLS: bool = false;
 
 #[derive(Debug, Clone, Copy)]
 struct Settings {

@@ -183,21 +183,13 @@ fn subscribe(device: &Arc<Device>, gate: Arc<Gate>, control: Option<Arc<Control>
                 return;
             }
             DeviceEvent::Connected | DeviceEvent::Disconnected => {
-                let connected = matches!(ev, DeviceEvent::Connected);
-                info!(
-                    "guest {}",
-                    if connected {
-                        "connected"
-                    } else {
-                        "disconnected"
-                    }
-                );
+                let event = if matches!(ev, DeviceEvent::Connected) {
+                    "connected"
+                } else {
+                    "disconnected"
+                };
+                info!("guest {event}");
                 if let Some(c) = &control {
-                    let event = if connected {
-                        "connected"
-                    } else {
-                        "disconnected"
-                    };
                     c.publish(serde_json::json!({ "event": event }));
                 }
                 return;

@@ -2,7 +2,9 @@
 //! through the daemon's pipelines, reconnects, retries a failed host pipeline and
 //! shuts down cleanly.
 
-use std::path::PathBuf;
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -244,9 +246,6 @@ fn daemon_capture_passes_alsabat() {
 /// for each recording; the control socket's `status` and subscribers see them.
 #[test]
 fn daemon_controls_scale_what_the_guest_records() {
-    use std::io::{BufReader, Write};
-    use std::os::unix::net::UnixStream;
-
     init();
     let sock = socket("daemon-controls");
     let ctl = sock.with_file_name("control.sock");
@@ -260,13 +259,8 @@ fn daemon_controls_scale_what_the_guest_records() {
             ctl.to_str().unwrap(),
         ],
     );
-    let mut client = UnixStream::connect(&ctl).expect("the control socket");
-    client
-        .set_read_timeout(Some(Duration::from_secs(20)))
-        .unwrap();
-    let mut reader = BufReader::new(client.try_clone().unwrap());
-    writeln!(client, "subscribe").unwrap();
-    assert_eq!(answer(&mut reader)["subscribed"], true);
+    let mut sub = ControlClient::connect(&ctl);
+    assert_eq!(sub.say("subscribe")["subscribed"], true);
     let out = boot(
         GuestOpts::new(MIXER_CAPTURE_SCRIPT)
             .socket(&sock)
@@ -275,7 +269,7 @@ fn daemon_controls_scale_what_the_guest_records() {
     check_mixer_recordings("the daemon", &out, &[d.log()]);
     let mut mixer = Vec::new();
     while mixer.len() < 2 {
-        let ev = answer(&mut reader);
+        let ev = sub.next();
         if ev["event"] == "mixer" {
             mixer.push(ev);
         }
@@ -284,10 +278,7 @@ fn daemon_controls_scale_what_the_guest_records() {
     let volume = mixer[0]["volume"].as_f64().unwrap_or_default();
     assert!((volume - 0.501).abs() < 0.001, "{mixer:?}");
     assert_eq!(mixer[1]["mute"], true, "{mixer:?}");
-    let mut cmd = UnixStream::connect(&ctl).expect("a second client");
-    let mut cmd_reader = BufReader::new(cmd.try_clone().unwrap());
-    writeln!(cmd, "status").unwrap();
-    let status = answer(&mut cmd_reader);
+    let status = ControlClient::connect(&ctl).say("status");
     assert_eq!(status["capture"]["mute"], true, "{status}");
     assert_eq!(status["playback"]["volume"], 1.0, "{status}");
     d.terminate_cleanly();
@@ -502,11 +493,35 @@ fn daemon_streams_the_guest_as_opus_over_rtp() {
     }
 }
 
-/// One JSON line from the control socket.
-fn answer(reader: &mut impl std::io::BufRead) -> serde_json::Value {
-    let mut line = String::new();
-    reader.read_line(&mut line).expect("an answer line");
-    serde_json::from_str(&line).unwrap_or_else(|e| panic!("{line:?} is not JSON: {e}"))
+/// A client of the daemon's control socket: a command line in, JSON lines out.
+struct ControlClient {
+    stream: UnixStream,
+    reader: BufReader<UnixStream>,
+}
+
+impl ControlClient {
+    /// Connects; reads wait at most 20 s, so a line that never comes fails the test.
+    fn connect(path: &Path) -> Self {
+        let stream = UnixStream::connect(path).expect("the control socket");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(20)))
+            .expect("a read timeout");
+        let reader = BufReader::new(stream.try_clone().expect("the socket twice"));
+        ControlClient { stream, reader }
+    }
+
+    /// Sends `line` and returns the answer.
+    fn say(&mut self, line: &str) -> serde_json::Value {
+        writeln!(self.stream, "{line}").expect("a command sent");
+        self.next()
+    }
+
+    /// The next JSON line.
+    fn next(&mut self) -> serde_json::Value {
+        let mut line = String::new();
+        self.reader.read_line(&mut line).expect("an answer line");
+        serde_json::from_str(&line).unwrap_or_else(|e| panic!("{line:?} is not JSON: {e}"))
+    }
 }
 
 /// The microphone follows the control socket at run time. Denied (`--capture-allowed
@@ -517,9 +532,6 @@ fn answer(reader: &mut impl std::io::BufRead) -> serde_json::Value {
 /// and a second client's `subscribe` hears every change.
 #[test]
 fn daemon_microphone_follows_the_control_socket() {
-    use std::io::{BufReader, Write};
-    use std::os::unix::net::UnixStream;
-
     init();
     let sock = socket("daemon-control");
     let ctl = sock.with_file_name("control.sock");
@@ -534,15 +546,16 @@ fn daemon_microphone_follows_the_control_socket() {
         ],
     );
     // Two clients at once: one subscribed, one giving commands.
-    let mut sub = UnixStream::connect(&ctl).expect("the control socket");
-    writeln!(sub, "subscribe").unwrap();
-    let mut sub_reader = BufReader::new(sub.try_clone().unwrap());
-    assert_eq!(answer(&mut sub_reader)["subscribed"], true);
+    let mut sub = ControlClient::connect(&ctl);
+    assert_eq!(sub.say("subscribe")["subscribed"], true);
     let events = Arc::new(Mutex::new(Vec::<serde_json::Value>::new()));
     let e = events.clone();
+    // The reader thread waits for events as long as the test runs.
+    sub.stream.set_read_timeout(None).expect("no read timeout");
+    let mut sub_reader = sub.reader;
     std::thread::spawn(move || loop {
         let mut line = String::new();
-        match std::io::BufRead::read_line(&mut sub_reader, &mut line) {
+        match sub_reader.read_line(&mut line) {
             Ok(n) if n > 0 => {
                 if let Ok(v) = serde_json::from_str(&line) {
                     e.lock().unwrap().push(v);
@@ -551,12 +564,8 @@ fn daemon_microphone_follows_the_control_socket() {
             _ => return,
         }
     });
-    let mut cmd = UnixStream::connect(&ctl).expect("a second client");
-    let mut cmd_reader = BufReader::new(cmd.try_clone().unwrap());
-    let mut say = |line: &str| {
-        writeln!(cmd, "{line}").unwrap();
-        answer(&mut cmd_reader)
-    };
+    let mut cmd = ControlClient::connect(&ctl);
+    let mut say = |line: &str| cmd.say(line);
     let status = say("status");
     assert_eq!(status["microphone_allowed"], false, "{status}");
     assert_eq!(status["microphone_open"], false, "{status}");

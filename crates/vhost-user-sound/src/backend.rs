@@ -242,7 +242,6 @@ impl VhostUserBackend for SndBackend {
                 self.serve_control(vring);
                 // Control changes made while the VM was stopped wait for the event
                 // ring, which sees no event of its own until the guest takes one.
-                self.card.ring_started(QUEUE_EVENT);
                 self.card.serve_events();
             }
             // The event buffers stay with the device until there is something to

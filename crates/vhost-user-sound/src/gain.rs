@@ -3,12 +3,11 @@
 
 use virtio_snd_wire::formats::*;
 
-/// How a format stores one sample.
+/// How a format stores one sample (its size is the format table's, `sample_bytes`).
 enum Layout {
-    /// An integer of `bits` significant bits (LSB-justified) in `bytes` bytes,
-    /// little-endian; unsigned formats are offset by half their range.
+    /// An integer of `bits` significant bits (LSB-justified), little-endian; unsigned
+    /// formats are offset by half their range.
     Int {
-        bytes: usize,
         bits: u32,
         signed: bool,
     },
@@ -17,28 +16,20 @@ enum Layout {
 }
 
 fn layout(format: u8) -> Option<Layout> {
-    let int = |bytes, bits, signed| {
-        Some(Layout::Int {
-            bytes,
-            bits,
-            signed,
-        })
-    };
+    let int = |bits, signed| Some(Layout::Int { bits, signed });
     match format {
-        FMT_S8 => int(1, 8, true),
-        FMT_U8 => int(1, 8, false),
-        FMT_S16 => int(2, 16, true),
-        FMT_U16 => int(2, 16, false),
-        FMT_S18_3 => int(3, 18, true),
-        FMT_U18_3 => int(3, 18, false),
-        FMT_S20_3 => int(3, 20, true),
-        FMT_U20_3 => int(3, 20, false),
-        FMT_S24_3 => int(3, 24, true),
-        FMT_U24_3 => int(3, 24, false),
-        FMT_S24 => int(4, 24, true),
-        FMT_U24 => int(4, 24, false),
-        FMT_S32 => int(4, 32, true),
-        FMT_U32 => int(4, 32, false),
+        FMT_S8 => int(8, true),
+        FMT_U8 => int(8, false),
+        FMT_S16 => int(16, true),
+        FMT_U16 => int(16, false),
+        FMT_S18_3 => int(18, true),
+        FMT_U18_3 => int(18, false),
+        FMT_S20_3 => int(20, true),
+        FMT_U20_3 => int(20, false),
+        FMT_S24_3 | FMT_S24 => int(24, true),
+        FMT_U24_3 | FMT_U24 => int(24, false),
+        FMT_S32 => int(32, true),
+        FMT_U32 => int(32, false),
         FMT_FLOAT => Some(Layout::F32),
         FMT_FLOAT64 => Some(Layout::F64),
         _ => None,
@@ -49,12 +40,12 @@ fn layout(format: u8) -> Option<Layout> {
 /// rounding and clamping to the format's range. A format the device does not know,
 /// and a trailing partial sample, are left as they are.
 pub(crate) fn apply(format: u8, data: &mut [u8], gain: f64) {
-    match layout(format) {
-        Some(Layout::Int {
-            bytes,
-            bits,
-            signed,
-        }) => {
+    let (Some(layout), Some(bytes)) = (layout(format), sample_bytes(format)) else {
+        return;
+    };
+    let bytes = bytes as usize;
+    match layout {
+        Layout::Int { bits, signed } => {
             let half = 1i64 << (bits - 1);
             let mask = (1u64 << bits) - 1;
             for s in data.chunks_exact_mut(bytes) {
@@ -79,20 +70,19 @@ pub(crate) fn apply(format: u8, data: &mut [u8], gain: f64) {
                 s.copy_from_slice(&(out as u64 & mask).to_le_bytes()[..bytes]);
             }
         }
-        Some(Layout::F32) => {
+        Layout::F32 => {
             for s in data.chunks_exact_mut(4) {
                 let v = f32::from_le_bytes([s[0], s[1], s[2], s[3]]);
                 s.copy_from_slice(&((f64::from(v) * gain) as f32).to_le_bytes());
             }
         }
-        Some(Layout::F64) => {
+        Layout::F64 => {
             for s in data.chunks_exact_mut(8) {
                 let mut raw = [0u8; 8];
                 raw.copy_from_slice(s);
                 s.copy_from_slice(&(f64::from_le_bytes(raw) * gain).to_le_bytes());
             }
         }
-        None => {}
     }
 }
 

@@ -172,13 +172,6 @@ pub(crate) struct Mixer {
     channels: [Channel; 2],
 }
 
-fn index(dir: Direction) -> usize {
-    match dir {
-        Direction::Playback => 0,
-        Direction::Capture => 1,
-    }
-}
-
 /// A step's linear gain: 10^(dB/20), step 0 silent.
 pub(crate) fn step_linear(step: u32) -> f64 {
     if step == 0 {
@@ -201,7 +194,7 @@ pub(crate) fn linear_step(volume: f64) -> u32 {
 impl Mixer {
     /// A control's value as the guest reads it.
     pub(crate) fn read(&self, c: Control) -> u32 {
-        let ch = &self.channels[index(c.dir)];
+        let ch = &self.channels[c.dir.index()];
         match c.kind {
             Kind::Volume => ch.step,
             Kind::Switch => u32::from(ch.on),
@@ -214,7 +207,7 @@ impl Mixer {
         if value > c.max() {
             return Err(());
         }
-        let ch = &mut self.channels[index(c.dir)];
+        let ch = &mut self.channels[c.dir.index()];
         let was = (ch.step, ch.on);
         match c.kind {
             Kind::Volume if ch.step != value => {
@@ -228,7 +221,7 @@ impl Mixer {
     }
 
     pub(crate) fn level(&self, dir: Direction) -> StreamLevel {
-        let ch = &self.channels[index(dir)];
+        let ch = &self.channels[dir.index()];
         StreamLevel {
             volume: ch.linear,
             mute: !ch.on,
@@ -243,7 +236,7 @@ impl Mixer {
         } else {
             volume.clamp(0.0, 1.0)
         };
-        let ch = &mut self.channels[index(dir)];
+        let ch = &mut self.channels[dir.index()];
         ch.linear = volume;
         let step = linear_step(volume);
         (ch.step != step).then(|| {
@@ -257,7 +250,7 @@ impl Mixer {
 
     /// The host mutes or unmutes; returns the switch if it changed.
     pub(crate) fn set_mute(&mut self, dir: Direction, mute: bool) -> Option<Control> {
-        let ch = &mut self.channels[index(dir)];
+        let ch = &mut self.channels[dir.index()];
         (ch.on == mute).then(|| {
             ch.on = !mute;
             Control {
@@ -269,7 +262,7 @@ impl Mixer {
 
     /// The gain to apply to `dir`'s audio, `None` for none (unity).
     pub(crate) fn gain(&self, dir: Direction) -> Option<f64> {
-        let ch = &self.channels[index(dir)];
+        let ch = &self.channels[dir.index()];
         match (ch.on, ch.linear) {
             (false, _) => Some(0.0),
             (true, g) if g >= 1.0 => None,

@@ -9,7 +9,7 @@ use vm_memory::ByteValued;
 use virtio_snd_wire::formats::PcmParams;
 use virtio_snd_wire::*;
 
-use super::chain::Segment;
+use super::chain::{Segment, Token};
 use super::completion::ControlReply;
 use super::guest::FakeGuest;
 
@@ -43,14 +43,8 @@ impl FakeGuest {
         resp_len: u32,
         timeout: Duration,
     ) -> io::Result<ControlReply> {
-        let mut segs = Vec::with_capacity(2);
-        if !req.is_empty() {
-            segs.push(Segment::Read(req));
-        }
-        if resp_len > 0 {
-            segs.push(Segment::Write(resp_len));
-        }
-        self.control_chain(&segs, timeout)
+        let token = self.submit_control(req, resp_len)?;
+        self.control_reply(token, req, timeout)
     }
 
     /// A control request laid out as `segs` (one descriptor each), answered within
@@ -61,6 +55,24 @@ impl FakeGuest {
         timeout: Duration,
     ) -> io::Result<ControlReply> {
         let token = self.submit_segments(QUEUE_CONTROL, segs)?;
+        let req = segs
+            .iter()
+            .find_map(|s| match s {
+                Segment::Read(b) => Some(*b),
+                Segment::Write(_) => None,
+            })
+            .unwrap_or_default();
+        self.control_reply(token, req, timeout)
+    }
+
+    /// Waits for the answer to the control request `req` sent as `token`. On
+    /// `TimedOut` the request is abandoned: its late completion is recycled silently.
+    fn control_reply(
+        &mut self,
+        token: Token,
+        req: &[u8],
+        timeout: Duration,
+    ) -> io::Result<ControlReply> {
         match self.wait_token(token, timeout) {
             Ok(c) => Ok(ControlReply {
                 used_len: c.used_len,
@@ -69,12 +81,9 @@ impl FakeGuest {
             }),
             Err(e) => {
                 self.abandon(token);
-                let code = segs.iter().find_map(|s| match s {
-                    Segment::Read(b) if b.len() >= 4 => {
-                        Some(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-                    }
-                    _ => None,
-                });
+                let code = req
+                    .get(..4)
+                    .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]));
                 Err(io::Error::new(
                     e.kind(),
                     format!("control request (code {code:#x?}): {e}"),

@@ -49,7 +49,6 @@ impl Card {
     /// The host sets `dir`'s linear volume (0 to 1): applied as given, and shown to
     /// the guest as the nearest step of its volume control.
     pub fn set_volume(&self, dir: Direction, volume: f64) {
-        self.ring_started(QUEUE_EVENT);
         let mut st = self.lock();
         if let Some(c) = st.mixer.set_volume(dir, volume) {
             self.changed_control(&mut st, c);
@@ -58,7 +57,6 @@ impl Card {
 
     /// The host mutes or unmutes `dir`; the guest's switch follows.
     pub fn set_mute(&self, dir: Direction, mute: bool) {
-        self.ring_started(QUEUE_EVENT);
         let mut st = self.lock();
         if let Some(c) = st.mixer.set_mute(dir, mute) {
             self.changed_control(&mut st, c);
@@ -98,8 +96,8 @@ impl Card {
         self.lock().controls_acked = acked;
     }
 
-    /// The vring worker's answer to a kick on the event queue: buffers for the
-    /// notifications that waited for one.
+    /// The vring worker's answer to a kick on the event queue (and to every control
+    /// request): buffers for the notifications that waited for one.
     pub(crate) fn serve_events(&self) {
         let mut st = self.lock();
         Self::send_notifications(&mut st);
@@ -115,7 +113,13 @@ impl Card {
     /// Puts one CTL_NOTIFY per changed control into the guest's event buffers, as
     /// many as it has posted; the rest wait for its next kick.
     pub(super) fn send_notifications(st: &mut State) {
-        if st.unsent_controls == 0 || !Self::queue_running(st, QUEUE_EVENT) {
+        if st.unsent_controls == 0 {
+            return;
+        }
+        // The event ring carries no stream: once QEMU has set it up again (the VM
+        // resumed, or a new driver) it is used, whether or not the vring worker has
+        // had its first event on it, which comes only once the guest takes one.
+        if !Self::queue_running(st, QUEUE_EVENT) && Self::start_ring(st, QUEUE_EVENT).is_none() {
             return;
         }
         let Some(vring) = Self::set_up_vring(st, QUEUE_EVENT).cloned() else {

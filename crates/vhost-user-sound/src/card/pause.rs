@@ -14,7 +14,7 @@ use virtio_queue::QueueT;
 
 use virtio_snd_wire::{QUEUE_CONTROL, QUEUE_RX, QUEUE_TX};
 
-use super::{Card, Direction, State};
+use super::{Card, DeviceEvent, Direction, State};
 use crate::log_limit::limited;
 
 /// Whether QEMU set `vring` up (kick fd given: ready) and enabled it.
@@ -95,55 +95,58 @@ impl Card {
     /// The first event on a started `queue`: a ring that was stopped and is back where
     /// it stood resumes; one that comes back elsewhere resets its streams.
     pub(crate) fn ring_started(&self, queue: usize) {
-        let released = {
-            let mut st = self.lock();
-            let Some(was) = st.stopped.get(queue).copied().flatten() else {
-                return;
-            };
-            let Some(vring) = Self::set_up_vring(&st, queue) else {
-                return;
-            };
-            let now = RingPlace::of(vring);
-            st.stopped[queue] = None;
-            if was == Stopped::Reset {
-                limited!(Level::Debug, "queue {queue} started for a new driver");
-                st.broken[queue] = false;
-                for dir in streams_of(queue) {
-                    st.stream(*dir).changed();
-                }
-                Vec::new()
-            } else if was == Stopped::At(now) {
-                // The streams' clocks ran on through the stop (their periods passed
-                // with nothing completed): they go on as they are, and a pacer
-                // about to serve a period is not cut short.
-                limited!(Level::Debug, "queue {queue} resumed where it stopped");
-                Vec::new()
-            } else {
-                limited!(
-                    Level::Info,
-                    "queue {queue} came back reset: the guest's driver started over"
-                );
-                st.broken[queue] = false;
-                if queue == QUEUE_CONTROL {
-                    // Both streams start over now. The new driver's tx and rx rings
-                    // may be enabled only after its first requests were served
-                    // (QEMU does not wait for SET_VRING_ENABLE to be handled):
-                    // resetting the streams again then would undo those requests.
-                    for q in [QUEUE_TX, QUEUE_RX] {
-                        if let Some(s) = st.stopped.get_mut(q).and_then(Option::as_mut) {
-                            *s = Stopped::Reset;
-                        }
-                    }
-                }
-                streams_of(queue)
-                    .iter()
-                    .filter_map(|d| Self::reset_stream(st.stream(*d)))
-                    .collect()
-            }
+        let Some(released) = Self::start_ring(&mut self.lock(), queue) else {
+            return;
         };
         self.notify();
         for ev in released {
             self.listeners.emit(ev);
+        }
+    }
+
+    /// [`ring_started`](Self::ring_started) under the card lock: `None` if the ring
+    /// was not stopped, or QEMU has not set it up again yet; else what its streams
+    /// lost, for the listeners.
+    pub(super) fn start_ring(st: &mut State, queue: usize) -> Option<Vec<DeviceEvent>> {
+        let was = st.stopped.get(queue).copied().flatten()?;
+        let now = RingPlace::of(Self::set_up_vring(st, queue)?);
+        st.stopped[queue] = None;
+        if was == Stopped::Reset {
+            limited!(Level::Debug, "queue {queue} started for a new driver");
+            st.broken[queue] = false;
+            for dir in streams_of(queue) {
+                st.stream(*dir).changed();
+            }
+            Some(Vec::new())
+        } else if was == Stopped::At(now) {
+            // The streams' clocks ran on through the stop (their periods passed
+            // with nothing completed): they go on as they are, and a pacer
+            // about to serve a period is not cut short.
+            limited!(Level::Debug, "queue {queue} resumed where it stopped");
+            Some(Vec::new())
+        } else {
+            limited!(
+                Level::Info,
+                "queue {queue} came back reset: the guest's driver started over"
+            );
+            st.broken[queue] = false;
+            if queue == QUEUE_CONTROL {
+                // Both streams start over now. The new driver's tx and rx rings
+                // may be enabled only after its first requests were served
+                // (QEMU does not wait for SET_VRING_ENABLE to be handled):
+                // resetting the streams again then would undo those requests.
+                for q in [QUEUE_TX, QUEUE_RX] {
+                    if let Some(s) = st.stopped.get_mut(q).and_then(Option::as_mut) {
+                        *s = Stopped::Reset;
+                    }
+                }
+            }
+            Some(
+                streams_of(queue)
+                    .iter()
+                    .filter_map(|d| Self::reset_stream(st.stream(*d)))
+                    .collect(),
+            )
         }
     }
 

@@ -69,7 +69,8 @@ impl Direction {
         }
     }
 
-    pub(super) fn index(self) -> usize {
+    /// Where the stream stands in per-stream arrays (its stream id).
+    pub(crate) fn index(self) -> usize {
         self.stream_id() as usize
     }
 }
