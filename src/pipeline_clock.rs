@@ -1,6 +1,7 @@
-//! A GStreamer clock as a [`PacerClock`]: waits on single-shot clock ids that
+//! A GStreamer clock as a [`PacerClock`]: waits on a single-shot clock id that
 //! `interrupt()` unschedules, so every wait can be cancelled from `unlock()` or a
-//! state change.
+//! state change. The id is reinitialised for each wait, as GstBaseSink does: a new
+//! id per period would take GLib's process-wide weak-reference lock twice.
 
 use std::sync::Mutex;
 
@@ -15,7 +16,10 @@ pub struct PipelineClock {
 
 #[derive(Default)]
 struct Wait {
+    /// The id of the last wait, kept for the next.
     id: Option<gst::SingleShotClockId>,
+    /// A wait on `id` is under way.
+    waiting: bool,
     interrupted: bool,
 }
 
@@ -52,15 +56,18 @@ impl PacerClock for PipelineClock {
             if std::mem::take(&mut w.interrupted) {
                 return false;
             }
-            let id = self
-                .clock
-                .new_single_shot_id(gst::ClockTime::from_nseconds(deadline));
+            let at = gst::ClockTime::from_nseconds(deadline);
+            let id = match w.id.take() {
+                Some(id) if self.clock.single_shot_id_reinit(&id, at).is_ok() => id,
+                _ => self.clock.new_single_shot_id(at),
+            };
             w.id = Some(id.clone());
+            w.waiting = true;
             id
         };
         let (res, _) = id.wait();
         let mut w = self.lock();
-        w.id = None;
+        w.waiting = false;
         let interrupted = std::mem::take(&mut w.interrupted);
         !interrupted && matches!(res, Ok(_) | Err(gst::ClockError::Early))
     }
@@ -68,8 +75,42 @@ impl PacerClock for PipelineClock {
     fn interrupt(&self) {
         let mut w = self.lock();
         w.interrupted = true;
-        if let Some(id) = &w.id {
+        if let (true, Some(id)) = (w.waiting, &w.id) {
             id.unschedule();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+
+    use super::*;
+
+    #[test]
+    fn an_interrupted_wait_leaves_the_id_fit_for_the_next() {
+        gst::init().unwrap();
+        let p = Arc::new(PipelineClock::new(gst::SystemClock::obtain()));
+        let now = p.now();
+        assert!(p.wait_until(now + 1_000_000), "a 1 ms wait completes");
+
+        let waiter = p.clone();
+        let t0 = Instant::now();
+        let far = std::thread::spawn(move || waiter.wait_until(now + 60_000_000_000));
+        std::thread::sleep(Duration::from_millis(50));
+        p.interrupt();
+        assert!(!far.join().unwrap(), "the interrupted wait says so");
+        assert!(t0.elapsed() < Duration::from_secs(5));
+
+        // The same id, unscheduled above, waits again once the interrupt is over.
+        p.clear_interrupt();
+        let t1 = Instant::now();
+        assert!(p.wait_until(p.now() + 20_000_000));
+        assert!(t1.elapsed() >= Duration::from_millis(19), "it waited");
+        assert!(
+            p.wait_until(0),
+            "a deadline passed long ago is no interrupt"
+        );
     }
 }

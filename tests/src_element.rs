@@ -303,7 +303,8 @@ fn a_start_mid_tick_is_completed_a_period_later() {
     for k in 0..2 {
         g.submit_tx(0, &tone(&p, k * 4800, 4800)).unwrap();
     }
-    // A whole tick of the guest's period, prepared but not started.
+    // A whole tick of the guest's period, prepared but not started: silence, and
+    // not GAP, as the guest's audio may follow at any tick.
     let clock = h.testclock().unwrap();
     h.crank_single_clock_wait().unwrap();
     let mut buf = h.pull().unwrap();
@@ -311,14 +312,16 @@ fn a_start_mid_tick_is_completed_a_period_later() {
         h.crank_single_clock_wait().unwrap();
         buf = h.pull().unwrap();
     }
-    assert!(buf.flags().contains(gst::BufferFlags::GAP));
+    assert!(!buf.flags().contains(gst::BufferFlags::GAP));
+    assert!(buf.map_readable().unwrap().iter().all(|b| *b == 0));
     let tick = clock.time();
 
     // START 40 ms into the next tick: silence up to START closes it.
     clock.set_time(tick + gst::ClockTime::from_mseconds(40));
     assert_eq!(g.start(0).unwrap(), S_OK);
     let short = h.pull().unwrap();
-    assert!(short.flags().contains(gst::BufferFlags::GAP));
+    assert!(!short.flags().contains(gst::BufferFlags::GAP));
+    assert!(short.map_readable().unwrap().iter().all(|b| *b == 0));
     assert_eq!(short.duration(), Some(gst::ClockTime::from_mseconds(40)));
     assert!(g.try_io(QUEUE_TX).unwrap().is_empty(), "completed at START");
 
@@ -369,8 +372,9 @@ fn live_source_paces_the_guest_by_the_pipeline_clock() {
             assert_eq!(done.len(), 1);
             completed += 1;
         } else {
-            // The guest under-ran: silence, flagged GAP, keeps downstream running.
-            assert!(buf.flags().contains(gst::BufferFlags::GAP));
+            // The guest under-ran: silence keeps downstream running, as audio (not
+            // GAP: the guest's next period may come at any tick).
+            assert!(!buf.flags().contains(gst::BufferFlags::GAP));
             assert!(buf.map_readable().unwrap().iter().all(|b| *b == 0));
         }
         if k > 0 {
@@ -382,12 +386,58 @@ fn live_source_paces_the_guest_by_the_pipeline_clock() {
     g.submit_tx(0, &tone(&p, 0, 480)).unwrap();
     assert_eq!(g.stop(0).unwrap(), S_OK);
     h.crank_single_clock_wait().unwrap();
-    assert!(h.pull().unwrap().flags().contains(gst::BufferFlags::GAP));
+    let stopped = h.pull().unwrap();
+    assert!(!stopped.flags().contains(gst::BufferFlags::GAP));
+    assert!(stopped.map_readable().unwrap().iter().all(|b| *b == 0));
     assert!(g.try_io(QUEUE_TX).unwrap().is_empty());
     assert_eq!(g.start(0).unwrap(), S_OK);
     h.crank_single_clock_wait().unwrap();
-    assert!(!h.pull().unwrap().flags().contains(gst::BufferFlags::GAP));
+    let resumed = h.pull().unwrap();
+    assert!(!resumed.flags().contains(gst::BufferFlags::GAP));
+    assert!(*resumed.map_readable().unwrap() == *tone(&p, 0, 480));
     assert_eq!(g.wait_io(QUEUE_TX, TIMEOUT).unwrap().len(), 1);
+
+    // A released stream is nothing to play: silence flagged GAP.
+    assert_eq!(g.stop(0).unwrap(), S_OK);
+    assert_eq!(g.release(0).unwrap(), S_OK);
+    h.crank_single_clock_wait().unwrap();
+    assert!(h.pull().unwrap().flags().contains(gst::BufferFlags::GAP));
+}
+
+/// While the guest has no stream set up the output is GAP, which an audio sink holds
+/// until its time plus the whole pipeline latency: the idle tick the guest's
+/// SET_PARAMS cuts short is skipped rather than closed with more GAP, and the output
+/// goes on, a DISCONT, from then.
+#[test]
+fn the_idle_tick_cut_short_by_set_params_is_skipped() {
+    let (mut h, mut g) = testclock_src("src-idle-skip");
+    let clock = h.testclock().unwrap();
+    let mut idle = Vec::new();
+    for _ in 0..3 {
+        h.crank_single_clock_wait().unwrap();
+        idle.push(h.pull().unwrap());
+    }
+    for b in &idle {
+        assert!(b.flags().contains(gst::BufferFlags::GAP), "idle: {b:?}");
+    }
+    let last = idle.last().unwrap();
+    let end = last.pts().unwrap() + last.duration().unwrap();
+
+    // SET_PARAMS 4 ms into the next idle tick.
+    clock.set_time(clock.time() + gst::ClockTime::from_mseconds(4));
+    let p = params(formats::FMT_S16, 48000, 2, 960);
+    start_playback(&mut g, &p);
+    h.crank_single_clock_wait().unwrap();
+    let next = h.pull().unwrap();
+    assert_eq!(next.pts(), Some(end + gst::ClockTime::from_mseconds(4)));
+    assert_eq!(next.duration(), Some(gst::ClockTime::from_mseconds(20)));
+    assert!(next.flags().contains(gst::BufferFlags::DISCONT));
+    assert!(!next.flags().contains(gst::BufferFlags::GAP));
+    assert!(next.map_readable().unwrap().iter().all(|b| *b == 0));
+    h.crank_single_clock_wait().unwrap();
+    let after = h.pull().unwrap();
+    assert_eq!(after.pts(), Some(end + gst::ClockTime::from_mseconds(24)));
+    assert!(!after.flags().contains(gst::BufferFlags::DISCONT));
 }
 
 #[test]

@@ -6,6 +6,7 @@
 //! completes periods with silence. In PLAYING the device follows the pipeline clock.
 //! Rendering never blocks: audio nobody captures is dropped.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, LazyLock, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -48,6 +49,11 @@ pub struct VhostSndSink {
     attached: Mutex<Option<Attached>>,
     mixer: Mixer,
     negotiated: Mutex<Option<gst_audio::AudioInfo>>,
+    /// Upstream's time segment, from its SEGMENT event: GstBaseSink hands out its own
+    /// only as a copy, one allocation per buffer.
+    segment: Mutex<Option<gst::FormattedSegment<gst::ClockTime>>>,
+    /// PLAYING on a clock, which the device follows: buffers have a capture time.
+    clocked: AtomicBool,
     /// Who paced capture before the element took over in PLAYING.
     pacing_before: Mutex<Option<Pacing>>,
     drops: Mutex<Drops>,
@@ -65,12 +71,13 @@ impl VhostSndSink {
     /// When `buffer`'s first sample was captured, on the pipeline clock the device
     /// follows in PLAYING.
     fn captured_at(&self, buffer: &gst::Buffer) -> Option<u64> {
-        let obj = self.obj();
-        obj.clock()?;
-        let base = obj.base_time()?;
-        let segment = obj.segment();
-        let segment = segment.downcast_ref::<gst::ClockTime>()?;
-        let running = segment.to_running_time(buffer.pts()?)?;
+        if !self.clocked.load(Ordering::Acquire) {
+            return None;
+        }
+        let base = self.obj().base_time()?;
+        let running = lock(&self.segment)
+            .as_ref()?
+            .to_running_time(buffer.pts()?)?;
         Some((base + running).nseconds())
     }
 
@@ -228,6 +235,7 @@ impl ElementImpl for VhostSndSink {
                         Direction::Capture,
                         Some(Arc::new(PipelineClock::new(clock))),
                     );
+                    self.clocked.store(true, Ordering::Release);
                     // Upstream's audio completes the guest's periods from now on.
                     let was = card.set_pacing(Direction::Capture, Pacing::Element);
                     *lock(&self.pacing_before) = Some(was);
@@ -238,6 +246,7 @@ impl ElementImpl for VhostSndSink {
         let ret = self.parent_change_state(transition);
         match transition {
             gst::StateChange::PlayingToPaused => {
+                self.clocked.store(false, Ordering::Release);
                 if let Some(card) = self.card() {
                     // As the application left it (the daemon keeps Element, so that
                     // the first period of the next capture waits for its source).
@@ -284,7 +293,15 @@ impl BaseSinkImpl for VhostSndSink {
 
     fn stop(&self) -> Result<(), gst::ErrorMessage> {
         lock(&self.negotiated).take();
+        lock(&self.segment).take();
         Ok(())
+    }
+
+    fn event(&self, event: gst::Event) -> bool {
+        if let gst::EventView::Segment(s) = event.view() {
+            *lock(&self.segment) = s.segment().downcast_ref::<gst::ClockTime>().cloned();
+        }
+        self.parent_event(event)
     }
 
     fn render(&self, buffer: &gst::Buffer) -> Result<gst::FlowSuccess, gst::FlowError> {

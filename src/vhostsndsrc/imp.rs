@@ -1,7 +1,7 @@
 //! `vhostsndsrc` is the guest's playback stream. In live mode its streaming thread is
 //! the sound card's clock: it waits on the pipeline clock for the end of each period,
-//! then completes one guest period and pushes it (or silence flagged GAP when the
-//! guest is stopped or late), so the guest plays exactly as fast as the pipeline runs.
+//! then completes one guest period and pushes it (or silence: flagged GAP while the
+//! guest has no stream set up), so the guest plays exactly as fast as the pipeline runs.
 //! With `is-live=false` it completes guest periods as fast as downstream takes them.
 //! The output keeps the format it first negotiated and converts the guest's (a sink
 //! that renegotiates while playing reopens its device), unless `follow-guest-format`.
@@ -16,6 +16,7 @@ use gst_base::prelude::*;
 use gst_base::subclass::base_src::CreateSuccess;
 use gst_base::subclass::prelude::*;
 
+use super::pool::OutputPool;
 use crate::attach::Attached;
 use crate::audio;
 use crate::convert::Converter;
@@ -60,8 +61,12 @@ struct Timing {
     out: Option<gst_audio::AudioInfo>,
     /// Running time of the first sample since the last (re)negotiation.
     base: Option<gst::ClockTime>,
-    /// Samples pushed since `base`.
+    /// Samples pushed (or skipped) since `base`.
     samples: u64,
+    /// The last buffer pushed was GAP (as the output is before its first).
+    gap: bool,
+    /// Samples were skipped since: the next buffer is a DISCONT.
+    discont: bool,
 }
 
 impl Default for Timing {
@@ -71,6 +76,8 @@ impl Default for Timing {
             out: None,
             base: None,
             samples: 0,
+            gap: true,
+            discont: false,
         }
     }
 }
@@ -111,6 +118,10 @@ pub struct VhostSndSrc {
     timing: Mutex<Timing>,
     conversion: Mutex<Option<Conversion>>,
     waiter: Mutex<Option<Arc<PipelineClock>>>,
+    /// The streaming thread's: where a tick puts the guest's period, and the buffers
+    /// it goes out in.
+    period: Mutex<Vec<u8>>,
+    pool: Mutex<OutputPool>,
     flushing: AtomicBool,
     /// The guest set parameters or started since the streaming thread last looked
     /// (set by the device hook): the next tick takes them before it waits. Otherwise
@@ -177,15 +188,13 @@ impl VhostSndSrc {
         })
     }
 
-    fn waiter(&self, clock: gst::Clock) -> Arc<PipelineClock> {
+    /// Waits on the pipeline's `clock` from now on (set when going to PLAYING, so
+    /// that the ticks do not ask the element for its clock).
+    fn set_waiter(&self, clock: Option<gst::Clock>) {
         let mut w = lock(&self.waiter);
-        match &*w {
-            Some(p) if p.clock() == &clock => p.clone(),
-            _ => {
-                let p = Arc::new(PipelineClock::new(clock));
-                *w = Some(p.clone());
-                p
-            }
+        match (&*w, clock) {
+            (Some(p), Some(c)) if p.clock() == &c => {}
+            (_, c) => *w = c.map(|c| Arc::new(PipelineClock::new(c))),
         }
     }
 
@@ -197,46 +206,62 @@ impl VhostSndSrc {
                     self.follow(p)?;
                 }
             }
-            let obj = self.obj();
-            let clock = obj.clock();
-            let base_time = obj.base_time().unwrap_or(gst::ClockTime::ZERO);
+            let waiter = lock(&self.waiter).clone();
+            let base_time = self.obj().base_time().unwrap_or(gst::ClockTime::ZERO);
             let (ts, period) = {
                 let mut t = lock(&self.timing);
                 if t.base.is_none() {
-                    let now = clock.as_ref().map_or(base_time, |c| c.time());
+                    let now = waiter.as_ref().map_or(base_time, |w| w.clock().time());
                     t.base = Some(now.saturating_sub(base_time));
                     t.samples = 0;
                 }
                 (t.next_ts(), latency(&t.params))
             };
-            let Some(clock) = clock else {
+            let Some(waiter) = waiter else {
                 break period;
             };
-            let waiter = self.waiter(clock.clone());
             if waiter.wait_until((base_time + ts + period).nseconds()) {
                 break period;
             }
             if self.flushing.load(Ordering::SeqCst) {
                 return Err(gst::FlowError::Flushing);
             }
-            // The guest set parameters or started (see the hook): silence up to now
-            // closes the old tick, and the next one is a whole period of the new.
+            // The guest set parameters or started (see the hook): the old tick ends
+            // now, and the next one is a whole period of the new.
             card.playback_ticked();
-            let elapsed = clock.time().saturating_sub(base_time).saturating_sub(ts);
-            if let Some(buffer) = self.silence(elapsed) {
+            let elapsed = waiter
+                .clock()
+                .time()
+                .saturating_sub(base_time)
+                .saturating_sub(ts);
+            if lock(&self.timing).gap {
+                // An audio sink holds a GAP buffer until its time plus the whole
+                // pipeline latency (its device's buffer included), whereas it takes
+                // audio that much ahead: more GAP now would hold the streaming thread
+                // past the time the guest's first periods are due. The idle stretch
+                // is skipped instead.
+                self.skip(elapsed);
+            } else if let Some(buffer) = self.silence(elapsed, false) {
                 return Ok(buffer);
             }
         };
         if self.flushing.load(Ordering::SeqCst) {
             return Err(gst::FlowError::Flushing);
         }
-        match card.take_playback() {
-            Playback::Data(data, params) => {
-                self.follow(params)?;
-                self.output(data, &params)
-            }
-            Playback::Idle => self.silence(period).ok_or(gst::FlowError::NotNegotiated),
-        }
+        let mut data = std::mem::take(&mut *lock(&self.period));
+        data.clear();
+        let out = match card.take_playback(&mut data) {
+            Playback::Data(params) => self
+                .follow(params)
+                .and_then(|()| self.output(&data, &params)),
+            // Silence in a stream the guest set up is audio, not GAP: its sound may
+            // follow at any tick, and must not wait behind a GAP (see above).
+            quiet => self
+                .silence(period, matches!(quiet, Playback::Idle))
+                .ok_or(gst::FlowError::NotNegotiated),
+        };
+        *lock(&self.period) = data;
+        out
     }
 
     /// Offline: as fast as the guest plays and downstream takes.
@@ -246,16 +271,17 @@ impl VhostSndSrc {
             return Err(gst::FlowError::Flushing);
         };
         self.follow(params)?;
-        self.output(data, &params)
+        self.output(&data, &params)
     }
 
     /// The guest's `data`, in the output's format, as the next stretch of output.
-    fn output(&self, data: Vec<u8>, params: &PcmParams) -> Result<gst::Buffer, gst::FlowError> {
+    fn output(&self, data: &[u8], params: &PcmParams) -> Result<gst::Buffer, gst::FlowError> {
         let Some(out) = lock(&self.timing).out.clone() else {
             return Err(gst::FlowError::NotNegotiated);
         };
         if audio::matches(&out, params) {
-            return Ok(self.stamp(gst::Buffer::from_mut_slice(data), false));
+            let buffer = lock(&self.pool).copy_of(data);
+            return Ok(self.stamp(buffer, false));
         }
         let from = (params.format, params.rate, params.channels);
         let mut conversion = lock(&self.conversion);
@@ -281,7 +307,7 @@ impl VhostSndSrc {
                 }
             }
         };
-        let converted = c.converter.convert(&data);
+        let converted = c.converter.convert(data);
         *conversion = Some(c);
         drop(conversion);
         let Some(converted) = converted else {
@@ -295,9 +321,10 @@ impl VhostSndSrc {
         Ok(self.stamp(gst::Buffer::from_mut_slice(converted), false))
     }
 
-    /// Silence flagged GAP taking the output `duration` further, as the next stretch;
-    /// `None` if that is not a whole frame, or the output is not negotiated yet.
-    fn silence(&self, duration: gst::ClockTime) -> Option<gst::Buffer> {
+    /// Silence (flagged GAP if `gap`) taking the output `duration` further, as the
+    /// next stretch; `None` if that is not a whole frame, or the output is not
+    /// negotiated yet.
+    fn silence(&self, duration: gst::ClockTime, gap: bool) -> Option<gst::Buffer> {
         let (frames, out) = {
             let t = lock(&self.timing);
             (t.frames_for(duration.nseconds()), t.out.clone()?)
@@ -305,9 +332,22 @@ impl VhostSndSrc {
         if frames == 0 {
             return None;
         }
-        let mut data = vec![0u8; (frames * u64::from(out.bpf())) as usize];
-        out.format_info().fill_silence(&mut data);
-        Some(self.stamp(gst::Buffer::from_mut_slice(data), true))
+        let mut buffer = lock(&self.pool).buffer((frames * u64::from(out.bpf())) as usize);
+        let mut map = buffer.get_mut()?.map_writable().ok()?;
+        out.format_info().fill_silence(&mut map);
+        drop(map);
+        Some(self.stamp(buffer, gap))
+    }
+
+    /// Takes the output `duration` further without a buffer: the next one is a
+    /// DISCONT.
+    fn skip(&self, duration: gst::ClockTime) {
+        let mut t = lock(&self.timing);
+        let frames = t.frames_for(duration.nseconds());
+        if frames > 0 {
+            t.samples += frames;
+            t.discont = true;
+        }
     }
 
     /// Timestamps `buffer` as the next stretch of output and advances.
@@ -327,6 +367,10 @@ impl VhostSndSrc {
         if gap {
             b.set_flags(gst::BufferFlags::GAP);
         }
+        if std::mem::take(&mut t.discont) {
+            b.set_flags(gst::BufferFlags::DISCONT);
+        }
+        t.gap = gap;
         buffer
     }
 }
@@ -514,13 +558,12 @@ impl ElementImpl for VhostSndSrc {
         }
         let live = self.is_live();
         if transition == gst::StateChange::PausedToPlaying && live {
+            let clock = self.obj().clock();
+            self.set_waiter(clock.clone());
             if let Ok(card) = self.card() {
                 // The card stands by on the element's clock, in case the streaming
                 // thread stops ticking (see Card::take_playback).
-                let clock = self
-                    .obj()
-                    .clock()
-                    .map(|c| Arc::new(PipelineClock::new(c)) as Arc<dyn PacerClock>);
+                let clock = clock.map(|c| Arc::new(PipelineClock::new(c)) as Arc<dyn PacerClock>);
                 card.set_clock(Direction::Playback, clock);
                 card.set_pacing(Direction::Playback, Pacing::Element);
             }
@@ -566,6 +609,7 @@ impl BaseSrcImpl for VhostSndSrc {
         if let Ok(card) = self.card() {
             card.set_pacing(Direction::Playback, Pacing::Internal);
         }
+        lock(&self.pool).clear();
         Ok(())
     }
 

@@ -4,6 +4,7 @@ use gst::glib;
 use gst::prelude::*;
 
 mod imp;
+mod pool;
 
 glib::wrapper! {
     pub struct VhostSndSrc(ObjectSubclass<imp::VhostSndSrc>)

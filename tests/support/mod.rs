@@ -3,6 +3,7 @@
 
 #![allow(dead_code)]
 
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use gst::prelude::*;
@@ -121,4 +122,89 @@ pub fn completed(g: &mut FakeGuest, p: &PcmParams) -> Vec<u8> {
     assert_eq!(c.status(), Some(S_OK));
     g.submit_rx(1, p.period_bytes).unwrap();
     c.data
+}
+
+/// A playing pipeline whose bus errors, QoS and latency messages are collected.
+pub struct Watched {
+    pub pipeline: gst::Pipeline,
+    messages: Arc<Mutex<Vec<gst::Message>>>,
+}
+
+impl Watched {
+    pub fn launch(desc: &str) -> Watched {
+        init();
+        let pipeline = gst::parse::launch(desc)
+            .expect("pipeline description")
+            .downcast::<gst::Pipeline>()
+            .expect("a pipeline");
+        let messages = Arc::new(Mutex::new(Vec::new()));
+        let m = messages.clone();
+        let bin = pipeline.clone();
+        // One recalculation at a time, as from gst-launch-1.0's bus watch: two at once
+        // may configure the older one's result last.
+        let recalculating = Arc::new(Mutex::new(()));
+        pipeline
+            .bus()
+            .expect("bus")
+            .set_sync_handler(move |_, msg| {
+                if let gst::MessageView::Latency(_) = msg.view() {
+                    // What an application's bus watch does, away from the thread that
+                    // posted it.
+                    let bin = bin.clone();
+                    let one = recalculating.clone();
+                    std::thread::spawn(move || {
+                        let _one = one.lock().unwrap();
+                        bin.recalculate_latency()
+                    });
+                }
+                m.lock().unwrap().push(msg.clone());
+                gst::BusSyncReply::Drop
+            });
+        pipeline
+            .set_state(gst::State::Playing)
+            .expect("pipeline plays");
+        Watched { pipeline, messages }
+    }
+
+    pub fn count(&self, pred: impl Fn(&gst::MessageView) -> bool) -> usize {
+        self.messages
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|m| pred(&m.view()))
+            .count()
+    }
+
+    pub fn errors(&self) -> Vec<String> {
+        self.messages
+            .lock()
+            .unwrap()
+            .iter()
+            .filter_map(|m| match m.view() {
+                gst::MessageView::Error(e) => Some(format!("{} ({:?})", e.error(), e.debug())),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Buffers the sink named `name` dropped for lateness.
+    pub fn dropped(&self, name: &str) -> u64 {
+        let sink = self.pipeline.by_name(name).expect("the sink");
+        let stats = sink.property::<gst::Structure>("stats");
+        stats
+            .get::<u64>("dropped")
+            .expect("dropped in the sink's stats")
+    }
+
+    pub fn latency(&self) -> gst::ClockTime {
+        let mut q = gst::query::Latency::new();
+        assert!(self.pipeline.query(&mut q), "latency query answered");
+        q.result().1
+    }
+}
+
+impl Drop for Watched {
+    fn drop(&mut self) {
+        let _ = self.pipeline.set_state(gst::State::Null);
+    }
 }

@@ -9,6 +9,7 @@
 
 use std::ops::Deref;
 
+use smallvec::SmallVec;
 use virtio_queue::DescriptorChain;
 use vm_memory::{Address, Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap};
 
@@ -30,19 +31,41 @@ pub struct Seg {
     pub len: u32,
 }
 
+/// Runs a list keeps in place: a period in one run, or split once where it crosses a
+/// page, with no allocation per message.
+const INLINE_SEGS: usize = 2;
+
 /// A list of guest memory runs addressed as one contiguous byte range.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct SegList(Vec<Seg>);
+pub struct SegList {
+    segs: SmallVec<[Seg; INLINE_SEGS]>,
+    /// The runs' total length (at most `u32::MAX`: `split_chain` refuses more).
+    len: u32,
+}
 
 impl SegList {
+    /// Appends `seg`, unless the list would be longer than `u32::MAX` bytes.
+    fn push(&mut self, seg: Seg) -> Result<(), &'static str> {
+        self.len = self
+            .len
+            .checked_add(seg.len)
+            .ok_or("chain length overflows")?;
+        self.segs.push(seg);
+        Ok(())
+    }
+
     pub fn len(&self) -> u32 {
-        self.0.iter().map(|s| s.len).sum()
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
     }
 
     /// The sub-range `[start, start + len)`, which must lie inside the list.
     pub fn slice(&self, mut start: u32, mut len: u32) -> SegList {
-        let mut out = Vec::new();
-        for s in &self.0 {
+        let mut out = SegList::default();
+        for s in &self.segs {
             if len == 0 {
                 break;
             }
@@ -51,20 +74,22 @@ impl SegList {
                 continue;
             }
             let take = (s.len - start).min(len);
-            out.push(Seg {
+            // A sub-range is never longer than the list.
+            out.len += take;
+            out.segs.push(Seg {
                 addr: s.addr.unchecked_add(u64::from(start)),
                 len: take,
             });
             len -= take;
             start = 0;
         }
-        SegList(out)
+        out
     }
 
     /// Copies guest memory into `buf`, which must be exactly as long as the list.
     pub fn read(&self, mem: &GuestMem, buf: &mut [u8]) -> Result<(), vm_memory::GuestMemoryError> {
         let mut off = 0usize;
-        for s in &self.0 {
+        for s in &self.segs {
             let end = off + s.len as usize;
             mem.read_slice(&mut buf[off..end], s.addr)?;
             off = end;
@@ -75,7 +100,7 @@ impl SegList {
     /// Copies `buf` into guest memory; `buf` must be exactly as long as the list.
     pub fn write(&self, mem: &GuestMem, buf: &[u8]) -> Result<(), vm_memory::GuestMemoryError> {
         let mut off = 0usize;
-        for s in &self.0 {
+        for s in &self.segs {
             let end = off + s.len as usize;
             mem.write_slice(&buf[off..end], s.addr)?;
             off = end;
@@ -131,9 +156,8 @@ where
     M: Deref,
     M::Target: vm_memory::GuestMemory,
 {
-    let mut readable = Vec::new();
-    let mut writable = Vec::new();
-    let (mut rlen, mut wlen) = (0u32, 0u32);
+    let mut readable = SegList::default();
+    let mut writable = SegList::default();
     let mut ended = true;
     for (n, desc) in chain.enumerate() {
         // The ring bounds a direct chain, but an indirect table may hold 65535 entries
@@ -157,20 +181,18 @@ where
             return Err("descriptor outside guest memory");
         }
         if desc.is_write_only() {
-            wlen = wlen.checked_add(seg.len).ok_or("chain length overflows")?;
-            writable.push(seg);
+            writable.push(seg)?;
         } else {
             if !writable.is_empty() {
                 return Err("readable descriptor after a writable one");
             }
-            rlen = rlen.checked_add(seg.len).ok_or("chain length overflows")?;
-            readable.push(seg);
+            readable.push(seg)?;
         }
     }
     if !ended {
         return Err("descriptor chain loops or is longer than the queue");
     }
-    Ok((SegList(readable), SegList(writable)))
+    Ok((readable, writable))
 }
 
 /// Checks the layout of a tx (`output`) or rx chain and reads its header.
@@ -240,14 +262,15 @@ mod tests {
     use super::*;
 
     fn segs(v: &[(u64, u32)]) -> SegList {
-        SegList(
-            v.iter()
-                .map(|&(a, l)| Seg {
-                    addr: GuestAddress(a),
-                    len: l,
-                })
-                .collect(),
-        )
+        let mut l = SegList::default();
+        for &(a, len) in v {
+            l.push(Seg {
+                addr: GuestAddress(a),
+                len,
+            })
+            .unwrap();
+        }
+        l
     }
 
     #[test]

@@ -71,12 +71,13 @@
 //! assert_eq!(guest.start(0)?, S_OK);
 //!
 //! // The host's tick: the guest's period is completed, and its audio is the host's.
-//! match card.take_playback() {
-//!     Playback::Data(audio, p) => {
+//! let mut audio = Vec::new();
+//! match card.take_playback(&mut audio) {
+//!     Playback::Data(p) => {
 //!         assert_eq!(p, params);
 //!         assert_eq!(audio, [7u8; 1920]);
 //!     }
-//!     Playback::Idle => panic!("the guest's period was not there"),
+//!     Playback::Idle | Playback::Silence => panic!("the guest's period was not there"),
 //! }
 //! let done = guest.wait_token(period, Duration::from_secs(1))?;
 //! assert_eq!(done.status(), Some(S_OK));
@@ -103,7 +104,7 @@ mod server;
 
 pub use card::{
     Captured, Card, DeviceEvent, Direction, Listener, MixerChange, Pacing, Playback,
-    StreamSnapshot, FIRST_CAPTURE_WAIT_NS,
+    StreamSnapshot, FIRST_CAPTURE_WAIT_NS, HELD_NS,
 };
 pub use clock::{MonotonicClock, PacerClock};
 pub use control::{Topology, MAX_INFO_SIZE, MAX_PERIOD_BYTES};

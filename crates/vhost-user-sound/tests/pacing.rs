@@ -175,8 +175,9 @@ fn running_streams_are_fed_without_kicks() {
 
 /// vhostsndsrc completes playback on its own clock; when it stops ticking (its
 /// downstream blocks) the card's pacer keeps the guest's time after a grace of half
-/// the guest's buffer and half a period, one period per period, and the element's catching-up ticks
-/// get silence instead of bursting the backlog into the guest.
+/// the guest's buffer and half a period, one period per period, and the element's
+/// catching-up ticks get the audio of those periods instead of bursting the backlog
+/// into the guest.
 #[test]
 fn a_stalled_element_is_covered_by_the_pacer() {
     let (rig, mut g) = Rig::new("stand-by");
@@ -189,7 +190,10 @@ fn a_stalled_element_is_covered_by_the_pacer() {
 
     // The element ticks every period: it completes, the pacer only stands by.
     let taken = |card: &vhost_user_sound::Card| {
-        matches!(card.take_playback(), vhost_user_sound::Playback::Data(..))
+        matches!(
+            card.take_playback(&mut Vec::new()),
+            vhost_user_sound::Playback::Data(_)
+        )
     };
     for (i, tok) in t.iter().take(2).enumerate() {
         rig.tl.advance_to(start + (i as u64 + 1) * PERIOD_NS);
@@ -218,13 +222,119 @@ fn a_stalled_element_is_covered_by_the_pacer() {
     }
 
     // The element is back and catches up on its timeline at once: the two periods
-    // the pacer covered come back as silence, then it completes in step again.
-    assert!(!taken(&card), "a covered slot completed a period");
-    assert!(!taken(&card), "a covered slot completed a period");
+    // the pacer covered come back with their audio, then it completes in step again.
+    for seed in 2..4 {
+        let mut audio = Vec::new();
+        assert!(
+            matches!(
+                card.take_playback(&mut audio),
+                vhost_user_sound::Playback::Data(_)
+            ),
+            "a covered slot completed a period"
+        );
+        assert!(
+            audio == period_of(seed),
+            "covered period {seed} is the guest's"
+        );
+    }
     assert_quiet(&mut g, QUEUE_TX, "the element caught up");
     assert!(
         taken(&card),
         "the element's tick in step completes a period"
     );
     assert_eq!(take(&mut g, QUEUE_TX, 1).len(), 1);
+}
+
+/// A stall downstream longer than the card holds audio for: the catching-up ticks get
+/// nothing to play for the oldest periods the pacer completed, then the audio of the
+/// last `HELD_NS` of them, in order, and the guest's own time never stopped.
+#[test]
+fn a_long_stall_keeps_the_last_of_the_audio() {
+    use vhost_user_sound::{Playback, HELD_NS};
+    let (rig, mut g) = Rig::new("long-stall");
+    let card = rig.dev().card().clone();
+    card.set_pacing(Direction::Playback, vhost_user_sound::Pacing::Element);
+    setup(&mut g, PLAY);
+    for i in 0..4 {
+        let _ = tx(&mut g, i);
+    }
+    assert_eq!(g.start(PLAY).unwrap(), S_OK);
+    let start = rig.tl.now();
+    assert!(matches!(
+        card.take_playback(&mut Vec::new()),
+        Playback::Data(_)
+    ));
+    let _ = take(&mut g, QUEUE_TX, 1);
+    let _ = tx(&mut g, 4);
+
+    // The element's last tick was at `start`; the grace of a 4-period buffer is 2.5
+    // periods, then the pacer completes a period per period, the guest refilling.
+    let held = (HELD_NS / PERIOD_NS) as u8;
+    let covered = held + 6;
+    for k in 0..covered {
+        rig.tl
+            .advance_to(start + 5 * PERIOD_NS / 2 + u64::from(k) * PERIOD_NS);
+        let c = g.wait_io(QUEUE_TX, T).unwrap();
+        assert_eq!(c.len(), 1, "the pacer keeps the guest's time");
+        let _ = tx(&mut g, 5 + k);
+    }
+    // The guest's periods 1..=covered were completed by the pacer.
+    let mut ticks = Vec::new();
+    for _ in 0..covered {
+        let mut audio = Vec::new();
+        match card.take_playback(&mut audio) {
+            Playback::Data(_) => ticks.push(Some(audio)),
+            Playback::Idle => ticks.push(None),
+            Playback::Silence => panic!("the guest never under-ran"),
+        }
+    }
+    let dropped = usize::from(covered - held);
+    assert!(
+        ticks[..dropped].iter().all(Option::is_none),
+        "the oldest are dropped"
+    );
+    for (i, audio) in ticks[dropped..].iter().enumerate() {
+        let seed = 1 + dropped as u8 + i as u8;
+        assert!(
+            audio.as_deref() == Some(&period_of(seed)[..]),
+            "held period {seed} is the guest's, in order"
+        );
+    }
+    assert!(
+        matches!(card.take_playback(&mut Vec::new()), Playback::Data(_)),
+        "in step again, the element completes the guest's next period itself"
+    );
+}
+
+/// A tick without a guest period is nothing to play while the guest has no stream set
+/// up, and a period of silence in a stream it set up, running or not: its audio may
+/// come at the next tick.
+#[test]
+fn a_tick_without_a_period_is_idle_or_silence_by_the_guests_stream() {
+    use vhost_user_sound::Playback;
+    let (rig, mut g) = Rig::new("idle-or-silence");
+    let card = rig.dev().card().clone();
+    card.set_pacing(Direction::Playback, vhost_user_sound::Pacing::Element);
+    let tick = |card: &vhost_user_sound::Card| match card.take_playback(&mut Vec::new()) {
+        Playback::Data(_) => "data",
+        Playback::Idle => "idle",
+        Playback::Silence => "silence",
+    };
+    assert_eq!(tick(&card), "idle", "no parameters");
+    assert_eq!(set_params(&mut g, PLAY), S_OK);
+    assert_eq!(tick(&card), "silence", "parameters set");
+    assert_eq!(g.prepare(PLAY).unwrap(), S_OK);
+    assert_eq!(tick(&card), "silence", "prepared");
+    assert_eq!(g.start(PLAY).unwrap(), S_OK);
+    assert_eq!(tick(&card), "silence", "running, nothing queued");
+    let _ = tx(&mut g, 1);
+    // The device takes the period at the guest's kick (a control round trip later).
+    assert_eq!(g.stop(PLAY).unwrap(), S_OK);
+    assert_eq!(tick(&card), "silence", "stopped");
+    assert_eq!(g.start(PLAY).unwrap(), S_OK);
+    assert_eq!(tick(&card), "data", "running, a period queued");
+    assert_eq!(take(&mut g, QUEUE_TX, 1).len(), 1);
+    assert_eq!(g.stop(PLAY).unwrap(), S_OK);
+    assert_eq!(g.release(PLAY).unwrap(), S_OK);
+    assert_eq!(tick(&card), "idle", "released");
 }

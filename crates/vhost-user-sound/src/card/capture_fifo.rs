@@ -100,6 +100,15 @@ impl CaptureFifo {
         self.trim(p);
         let frame = p.frame_bytes() as usize;
         let have = n.min(self.audio.len()) / frame * frame;
+        if have == n && have == self.audio.len() && out.is_empty() {
+            // The queue is exactly the period (upstream's buffers are period-sized):
+            // its buffer goes out as the period, `out`'s empty one queues what comes.
+            let spare = VecDeque::from(std::mem::take(out));
+            *out = Vec::from(std::mem::replace(&mut self.audio, spare));
+            self.front_moved(have, frame);
+            self.advance(n, p);
+            return 0;
+        }
         let (a, b) = self.audio.as_slices();
         let from_a = have.min(a.len());
         out.extend_from_slice(&a[..from_a]);
@@ -144,6 +153,11 @@ impl CaptureFifo {
         let n = n.div_ceil(frame) * frame;
         let n = n.min(self.audio.len() / frame * frame);
         self.audio.drain(..n);
+        self.front_moved(n, frame);
+    }
+
+    /// The first `n` queued bytes are gone.
+    fn front_moved(&mut self, n: usize, frame: usize) {
         if let Some(m) = self.front.as_mut() {
             m.frames += (n / frame) as u64;
         }

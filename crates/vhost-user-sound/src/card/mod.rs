@@ -41,7 +41,7 @@ use crate::mixer::Mixer;
 use crate::pcm::{PcmRequest, PcmState, Transition};
 pub use capture::Captured;
 pub use events::{DeviceEvent, Listener, MixerChange};
-pub use pacer::FIRST_CAPTURE_WAIT_NS;
+pub use pacer::{FIRST_CAPTURE_WAIT_NS, HELD_NS};
 pub use playback::Playback;
 use stream::Stream;
 pub use stream::{Direction, Pacing, StreamSnapshot};

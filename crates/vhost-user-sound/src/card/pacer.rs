@@ -1,7 +1,9 @@
 //! The card's own pacer: one thread per stream. It completes periods on the stream's
 //! clock with absolute deadlines while no element does (vhostsndsrc or vhostsndsink
-//! not PLAYING, and the daemon without a capture pipeline). Otherwise it stands by: while vhostsndsrc paces playback, if the element stops ticking (its
-//! downstream blocks: an audio server re-creating its stream, a full queue), and
+//! not PLAYING, and the daemon without a capture pipeline). Otherwise it stands by:
+//! while vhostsndsrc paces playback, if the element stops ticking (its downstream
+//! blocks: an audio server re-creating its stream, a full queue; the card holds the
+//! last [`HELD_NS`] of audio for it meanwhile), and
 //! while vhostsndsink's upstream completes capture periods, if upstream stalls (or
 //! there is no sink at all), the pacer keeps the guest's time, so the guest never
 //! waits on the host.
@@ -19,6 +21,12 @@ use crate::pcm::PcmState;
 /// upstream's first audio before it is completed with silence: a host source that
 /// opens at START (the daemon's) takes that long at most.
 pub const FIRST_CAPTURE_WAIT_NS: u64 = 200_000_000;
+
+/// How much of a playback stream's audio the card holds while vhostsndsrc's
+/// downstream blocks, for the element to push when it ticks again: what a mixer's
+/// latency may grow by when a guest with 125 ms periods joins, and about what an
+/// audio sink still plays in time. The guest's audio beyond that is dropped.
+pub const HELD_NS: u64 = 250_000_000;
 
 impl Card {
     /// Blocks until `dir` has a period due on its clock, then serves it. Returns
@@ -141,18 +149,24 @@ impl Card {
                 limited!(
                     Level::Warn,
                     "{} stream: vhostsndsrc has not ticked for {} ms (its downstream \
-                     blocks): the card keeps the guest's time and drops its audio \
-                     meanwhile",
+                     blocks): the card keeps the guest's time, and holds its last {} ms \
+                     of audio for when the element is back",
                     dir.name(),
-                    grace / 1_000_000
+                    grace / 1_000_000,
+                    HELD_NS / 1_000_000
                 );
             }
             s.covered += 1;
             s.element_tick = Some(tick + period_ns);
         }
-        let (mut st, _, done) = self.run_period(st, dir, None);
+        let mut audio = Vec::new();
+        let out = (dir == Direction::Playback).then_some(&mut audio);
+        let (mut st, _, done) = self.run_period(st, dir, out);
         if done {
             self.poll_ring(&mut st, dir);
+        }
+        if dir == Direction::Playback {
+            st.stream(dir).hold(audio);
         }
         true
     }

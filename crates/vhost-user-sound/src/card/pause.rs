@@ -81,6 +81,17 @@ impl Card {
             .as_ref()
             .and_then(|v| v.get(queue))
             .map(RingPlace::of);
+        // Stopped again before the vring worker took the event of its start (QEMU may
+        // stop a new driver's rings right after it enabled them: a VM paused just
+        // after a reboot): a ring set up elsewhere meanwhile is a new driver's all the
+        // same. Were only this stop's place kept, a start there would resume the old
+        // driver's streams, and complete their I/O, on the new driver's ring.
+        let released = match (st.stopped.get(queue).copied().flatten(), place) {
+            (Some(was), Some(now)) if was != Stopped::At(now) => {
+                Self::new_driver(&mut st, queue, was)
+            }
+            _ => Vec::new(),
+        };
         if let Some(slot) = st.stopped.get_mut(queue) {
             *slot = place.map(Stopped::At);
         }
@@ -89,6 +100,9 @@ impl Card {
         }
         drop(st);
         self.notify();
+        for ev in released {
+            self.listeners.emit(ev);
+        }
         limited!(Level::Debug, "queue {queue} stopped at {place:?}");
     }
 
@@ -111,43 +125,47 @@ impl Card {
         let was = st.stopped.get(queue).copied().flatten()?;
         let now = RingPlace::of(Self::set_up_vring(st, queue)?);
         st.stopped[queue] = None;
-        if was == Stopped::Reset {
-            limited!(Level::Debug, "queue {queue} started for a new driver");
-            st.broken[queue] = false;
-            for dir in streams_of(queue) {
-                st.stream(*dir).changed();
-            }
-            Some(Vec::new())
-        } else if was == Stopped::At(now) {
+        if was == Stopped::At(now) {
             // The streams' clocks ran on through the stop (their periods passed
             // with nothing completed): they go on as they are, and a pacer
             // about to serve a period is not cut short.
             limited!(Level::Debug, "queue {queue} resumed where it stopped");
-            Some(Vec::new())
-        } else {
-            limited!(
-                Level::Info,
-                "queue {queue} came back reset: the guest's driver started over"
-            );
-            st.broken[queue] = false;
-            if queue == QUEUE_CONTROL {
-                // Both streams start over now. The new driver's tx and rx rings
-                // may be enabled only after its first requests were served
-                // (QEMU does not wait for SET_VRING_ENABLE to be handled):
-                // resetting the streams again then would undo those requests.
-                for q in [QUEUE_TX, QUEUE_RX] {
-                    if let Some(s) = st.stopped.get_mut(q).and_then(Option::as_mut) {
-                        *s = Stopped::Reset;
-                    }
+            return Some(Vec::new());
+        }
+        Some(Self::new_driver(st, queue, was))
+    }
+
+    /// `queue`, stopped as `was` says, belongs to a new driver now: its streams start
+    /// over (unless a device reset did that already). Returns what they lost, for the
+    /// listeners.
+    fn new_driver(st: &mut State, queue: usize, was: Stopped) -> Vec<DeviceEvent> {
+        st.broken[queue] = false;
+        if was == Stopped::Reset {
+            limited!(Level::Debug, "queue {queue} started for a new driver");
+            for dir in streams_of(queue) {
+                st.stream(*dir).changed();
+            }
+            return Vec::new();
+        }
+        limited!(
+            Level::Info,
+            "queue {queue} came back reset: the guest's driver started over"
+        );
+        if queue == QUEUE_CONTROL {
+            // Both streams start over now. The new driver's tx and rx rings
+            // may be enabled only after its first requests were served
+            // (QEMU does not wait for SET_VRING_ENABLE to be handled):
+            // resetting the streams again then would undo those requests.
+            for q in [QUEUE_TX, QUEUE_RX] {
+                if let Some(s) = st.stopped.get_mut(q).and_then(Option::as_mut) {
+                    *s = Stopped::Reset;
                 }
             }
-            Some(
-                streams_of(queue)
-                    .iter()
-                    .filter_map(|d| Self::reset_stream(st.stream(*d)))
-                    .collect(),
-            )
         }
+        streams_of(queue)
+            .iter()
+            .filter_map(|d| Self::reset_stream(st.stream(*d)))
+            .collect()
     }
 
     /// Whether `dir`'s ring may be used: not stopped, or started again and checked.
@@ -183,5 +201,88 @@ impl Card {
             .as_ref()
             .and_then(|v| v.get(queue))
             .filter(|v| set_up(v))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use virtio_snd_wire::formats::DEFAULT_PARAMS;
+    use virtio_snd_wire::NUM_QUEUES;
+    use vm_memory::{GuestAddress, GuestMemoryAtomic};
+
+    use super::*;
+    use crate::io::GuestMem;
+    use crate::pcm::PcmState;
+
+    /// A card with four rings set up and enabled, and its capture stream running.
+    fn running_capture() -> (Card, Vec<VringRwLock>) {
+        let mem =
+            GuestMemoryAtomic::new(GuestMem::from_ranges(&[(GuestAddress(0), 0x10000)]).unwrap());
+        let vrings: Vec<VringRwLock> = (0..NUM_QUEUES as u64)
+            .map(|q| {
+                let v = VringRwLock::new(mem.clone(), 64).unwrap();
+                let base = q * 0x2000;
+                v.set_queue_size(64);
+                v.set_queue_info(base, base + 0x400, base + 0x800).unwrap();
+                v.set_queue_ready(true);
+                v.set_enabled(true);
+                v
+            })
+            .collect();
+        let card = Card::new().unwrap();
+        card.set_vrings(&vrings);
+        let mut st = card.lock();
+        let s = st.stream(Direction::Capture);
+        s.params = Some(DEFAULT_PARAMS);
+        s.state = PcmState::Running;
+        drop(st);
+        (card, vrings)
+    }
+
+    fn capture_state(card: &Card) -> PcmState {
+        card.lock().stream(Direction::Capture).state
+    }
+
+    #[test]
+    fn a_ring_set_up_elsewhere_and_stopped_again_unseen_is_a_new_drivers() {
+        let (card, vrings) = running_capture();
+        let events = Arc::new(Mutex::new(Vec::new()));
+        let e = events.clone();
+        card.subscribe(Arc::new(move |ev: &DeviceEvent| {
+            e.lock().unwrap().push(ev.clone())
+        }));
+        let rx = &vrings[QUEUE_RX];
+        // The old driver had queued two periods.
+        rx.set_queue_next_avail(2);
+        card.ring_stopped(QUEUE_RX);
+        // The new driver's ring, in the same memory from index 0: stopped again before
+        // its start was seen, then started where that second stop found it.
+        rx.set_queue_next_avail(0);
+        card.ring_stopped(QUEUE_RX);
+        assert_eq!(capture_state(&card), PcmState::Idle);
+        card.ring_started(QUEUE_RX);
+        assert_eq!(capture_state(&card), PcmState::Idle);
+        assert!(Card::ring_running(&card.lock(), Direction::Capture));
+        assert!(matches!(
+            events.lock().unwrap().as_slice(),
+            [DeviceEvent::Stream {
+                direction: Direction::Capture,
+                request: crate::pcm::PcmRequest::Release,
+                params: None,
+            }]
+        ));
+    }
+
+    #[test]
+    fn a_ring_stopped_twice_in_one_place_resumes() {
+        let (card, vrings) = running_capture();
+        vrings[QUEUE_RX].set_queue_next_avail(2);
+        card.ring_stopped(QUEUE_RX);
+        card.ring_stopped(QUEUE_RX);
+        card.ring_started(QUEUE_RX);
+        assert_eq!(capture_state(&card), PcmState::Running);
+        assert!(Card::ring_running(&card.lock(), Direction::Capture));
     }
 }

@@ -13,26 +13,36 @@ use crate::pcm::PcmState;
 
 /// What a playback period turned into.
 pub enum Playback {
-    /// A guest period, now completed to the guest.
-    Data(Vec<u8>, PcmParams),
-    /// Nothing to play: the guest is not running or under-ran.
+    /// A guest period, now completed to the guest: its audio is what was appended to
+    /// the caller's buffer, in these parameters.
+    Data(PcmParams),
+    /// Nothing to play, nor soon: the guest has no stream set up (no parameters, or
+    /// released), or the element is catching up after a stall downstream longer than
+    /// the card holds audio for ([`HELD_NS`](super::HELD_NS)).
     Idle,
+    /// A period of silence in a stream the guest has set up: it is prepared or
+    /// stopped, or running without a period queued (it under-ran). Its audio may
+    /// come at any tick.
+    Silence,
 }
 
 impl Card {
     /// vhostsndsrc's period tick: completes the next guest period if the guest is
-    /// playing and has one queued.
+    /// playing and has one queued, appending its audio to `out` (a buffer the caller
+    /// keeps, so that a tick allocates nothing).
     ///
     /// After a stall downstream (the card's pacer kept the guest's time meanwhile, see
-    /// `pace`), the element's catching-up ticks get silence until its timeline is
-    /// back in step with the guest's: completing them too would burst a backlog
-    /// into the guest.
-    pub fn take_playback(&self) -> Playback {
+    /// `pace`), the element's catching-up ticks get the periods the pacer completed,
+    /// the last [`HELD_NS`](super::HELD_NS) of them as audio and any before as
+    /// nothing to play, until its timeline is back in step with the guest's:
+    /// completing them anew would burst a backlog into the guest.
+    pub fn take_playback(&self, out: &mut Vec<u8>) -> Playback {
         let mut st = self.lock();
         let s = st.stream(Direction::Playback);
         let now = s.clock.now();
         s.ticked(now);
         if s.covered > 0 {
+            let held = s.covered <= s.held.len() as u64;
             s.covered -= 1;
             if s.covered == 0 {
                 limited!(
@@ -40,18 +50,27 @@ impl Card {
                     "playback stream: vhostsndsrc is in step with the guest again"
                 );
             }
-            return Playback::Idle;
+            return match (held.then(|| s.held.pop_front()).flatten(), s.params) {
+                (Some(audio), Some(params)) if !audio.is_empty() => {
+                    out.extend_from_slice(&audio);
+                    Playback::Data(params)
+                }
+                (Some(_), _) => Playback::Silence,
+                (None, _) => Playback::Idle,
+            };
         }
         let Some(params) = s.params.filter(|_| s.state == PcmState::Running) else {
-            return Playback::Idle;
+            return match s.state {
+                PcmState::ParamsSet | PcmState::Prepared | PcmState::Stopped => Playback::Silence,
+                _ => Playback::Idle,
+            };
         };
-        let mut data = Vec::with_capacity(params.period_bytes as usize);
-        let (mut st, _, done) = self.run_period(st, Direction::Playback, Some(&mut data));
+        let (mut st, _, done) = self.run_period(st, Direction::Playback, Some(out));
         if !done {
-            return Playback::Idle;
+            return Playback::Silence;
         }
         self.poll_ring(&mut st, Direction::Playback);
-        Playback::Data(data, params)
+        Playback::Data(params)
     }
 
     /// vhostsndsrc's tick that completes no period: it cut its tick short when the

@@ -9,7 +9,7 @@ use virtio_snd_wire::formats::PcmParams;
 use virtio_snd_wire::{self as wire, D_INPUT, D_OUTPUT};
 
 use super::capture_fifo::CaptureFifo;
-use super::pacer::FIRST_CAPTURE_WAIT_NS;
+use super::pacer::{FIRST_CAPTURE_WAIT_NS, HELD_NS};
 use crate::alarm::Alarm;
 use crate::clock::{MonotonicClock, PacerClock};
 use crate::io::IoMessage;
@@ -126,8 +126,13 @@ pub(super) struct Stream {
     /// When (on `clock`) `standby` is set to ring.
     pub(super) alarm_at: Option<u64>,
     /// Playback only: period slots the pacer completed while the element was stalled,
-    /// which the element's catching-up ticks give back as silence.
+    /// which the element's catching-up ticks give back.
     pub(super) covered: u64,
+    /// Playback only: the audio of the newest covered slots (empty where the guest had
+    /// no period queued), at most [`HELD_NS`] of it. The catching-up ticks push it, so
+    /// a downstream that blocks for less (a mixer whose latency grows when a guest
+    /// with longer periods joins) loses nothing; older slots are silence.
+    pub(super) held: VecDeque<Vec<u8>>,
     /// Playback only: what the pipeline behind vhostsndsrc adds, told to the guest.
     pub(super) downstream_latency_ns: u64,
     pub(super) scratch: Vec<u8>,
@@ -159,6 +164,7 @@ impl Stream {
             standby: Arc::new(Alarm::new()?),
             alarm_at: None,
             covered: 0,
+            held: VecDeque::new(),
             downstream_latency_ns: 0,
             scratch: Vec::new(),
             copying: false,
@@ -190,9 +196,14 @@ impl Stream {
     /// The element ticked at `now` (on the stream's clock): the stand-by pacer sleeps
     /// on for a grace from here. The alarm is moved only once it is due within a
     /// period and a half: the next tick still comes before it rings, and a
-    /// guest-sized grace moves it every second tick or less.
+    /// guest-sized grace moves it every second tick or less. A stream that is not
+    /// running has no pacer standing by (START rings it, and it starts from its own
+    /// clock), so an idle guest's ticks cost no system call.
     pub(super) fn ticked(&mut self, now: u64) {
         self.element_tick = Some(now);
+        if self.state != PcmState::Running {
+            return;
+        }
         let (Some(g), Some(p)) = (self.grace(), self.params) else {
             return;
         };
@@ -217,6 +228,7 @@ impl Stream {
         self.frames_done = 0;
         self.element_tick = None;
         self.covered = 0;
+        self.held.clear();
         self.clock.interrupt();
         self.standby.ring_in(Duration::ZERO);
         self.alarm_at = None;
@@ -224,5 +236,53 @@ impl Stream {
 
     pub(super) fn frame_bytes(&self) -> u32 {
         self.params.map_or(1, |p| p.frame_bytes())
+    }
+
+    /// Keeps `audio`, the newest covered slot's, for the element's catching-up ticks,
+    /// unless the stream was reset or the element caught up while it was copied.
+    pub(super) fn hold(&mut self, audio: Vec<u8>) {
+        let Some(p) = self.params else {
+            return;
+        };
+        if self.held.len() as u64 >= self.covered {
+            return;
+        }
+        let period = p.bytes_to_ns(u64::from(p.period_bytes)).max(1);
+        let slots = (HELD_NS / period).max(1) as usize;
+        self.held.push_back(audio);
+        while self.held.len() > slots {
+            self.held.pop_front();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use virtio_snd_wire::formats::DEFAULT_PARAMS;
+
+    use super::*;
+
+    const PERIOD_NS: u64 = 10_000_000;
+
+    #[test]
+    fn only_a_running_streams_ticks_move_the_alarm() {
+        let mut s = Stream::new(Direction::Playback).unwrap();
+        s.params = Some(DEFAULT_PARAMS);
+        for state in [PcmState::Prepared, PcmState::Stopped, PcmState::Released] {
+            s.state = state;
+            s.ticked(PERIOD_NS);
+            assert_eq!(s.alarm_at, None, "{state:?}");
+            assert_eq!(s.element_tick, Some(PERIOD_NS), "{state:?}");
+        }
+        s.state = PcmState::Running;
+        s.ticked(2 * PERIOD_NS);
+        // A 4-period buffer: half of it and half a period after the tick.
+        assert_eq!(s.alarm_at, Some(2 * PERIOD_NS + 25_000_000));
+        // The next tick leaves it (due in more than a period and a half), the one
+        // after moves it.
+        s.ticked(3 * PERIOD_NS);
+        assert_eq!(s.alarm_at, Some(2 * PERIOD_NS + 25_000_000));
+        s.ticked(4 * PERIOD_NS);
+        assert_eq!(s.alarm_at, Some(4 * PERIOD_NS + 25_000_000));
     }
 }
