@@ -173,6 +173,14 @@ fn running_streams_are_fed_without_kicks() {
     fed_without_kicks(&rig, &mut g);
 }
 
+/// A rig whose playback vhostsndsrc paces (its ticks are `Card::take_playback`).
+fn element_paced(test: &str) -> (Rig, FakeGuest, std::sync::Arc<vhost_user_sound::Card>) {
+    let (rig, g) = Rig::new(test);
+    let card = rig.dev().card().clone();
+    card.set_pacing(Direction::Playback, vhost_user_sound::Pacing::Element);
+    (rig, g, card)
+}
+
 /// vhostsndsrc completes playback on its own clock; when it stops ticking (its
 /// downstream blocks) the card's pacer keeps the guest's time after a grace of half
 /// the guest's buffer and half a period, one period per period, and the element's
@@ -180,9 +188,7 @@ fn running_streams_are_fed_without_kicks() {
 /// into the guest.
 #[test]
 fn a_stalled_element_is_covered_by_the_pacer() {
-    let (rig, mut g) = Rig::new("stand-by");
-    let card = rig.dev().card().clone();
-    card.set_pacing(Direction::Playback, vhost_user_sound::Pacing::Element);
+    let (rig, mut g, card) = element_paced("stand-by");
     setup(&mut g, PLAY);
     let t: Vec<_> = (0..4).map(|i| tx(&mut g, i)).collect();
     assert_eq!(g.start(PLAY).unwrap(), S_OK);
@@ -251,9 +257,7 @@ fn a_stalled_element_is_covered_by_the_pacer() {
 #[test]
 fn a_long_stall_keeps_the_last_of_the_audio() {
     use vhost_user_sound::{Playback, HELD_NS};
-    let (rig, mut g) = Rig::new("long-stall");
-    let card = rig.dev().card().clone();
-    card.set_pacing(Direction::Playback, vhost_user_sound::Pacing::Element);
+    let (rig, mut g, card) = element_paced("long-stall");
     setup(&mut g, PLAY);
     for i in 0..4 {
         let _ = tx(&mut g, i);
@@ -312,9 +316,7 @@ fn a_long_stall_keeps_the_last_of_the_audio() {
 #[test]
 fn a_tick_without_a_period_is_idle_or_silence_by_the_guests_stream() {
     use vhost_user_sound::Playback;
-    let (rig, mut g) = Rig::new("idle-or-silence");
-    let card = rig.dev().card().clone();
-    card.set_pacing(Direction::Playback, vhost_user_sound::Pacing::Element);
+    let (_rig, mut g, card) = element_paced("idle-or-silence");
     let tick = |card: &vhost_user_sound::Card| match card.take_playback(&mut Vec::new()) {
         Playback::Data(_) => "data",
         Playback::Idle => "idle",

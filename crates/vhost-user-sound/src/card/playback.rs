@@ -42,7 +42,12 @@ impl Card {
         let now = s.clock.now();
         s.ticked(now);
         if s.covered > 0 {
-            let held = s.covered <= s.held.len() as u64;
+            // `held` is the newest slots': the older ones kept no audio.
+            let audio = if s.covered <= s.held.len() as u64 {
+                s.held.pop_front()
+            } else {
+                None
+            };
             s.covered -= 1;
             if s.covered == 0 {
                 limited!(
@@ -50,13 +55,13 @@ impl Card {
                     "playback stream: vhostsndsrc is in step with the guest again"
                 );
             }
-            return match (held.then(|| s.held.pop_front()).flatten(), s.params) {
+            return match (audio, s.params) {
+                (None, _) => Playback::Idle,
                 (Some(audio), Some(params)) if !audio.is_empty() => {
                     out.extend_from_slice(&audio);
                     Playback::Data(params)
                 }
                 (Some(_), _) => Playback::Silence,
-                (None, _) => Playback::Idle,
             };
         }
         let Some(params) = s.params.filter(|_| s.state == PcmState::Running) else {
