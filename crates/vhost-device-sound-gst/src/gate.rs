@@ -5,6 +5,7 @@
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
 use gst::glib;
 use gst::glib::thread_guard::ThreadGuard;
@@ -94,6 +95,7 @@ impl Gate {
         if want && !capture.wanted() {
             self.pace();
             info!("capture: opening the host source");
+            capture.set_period(self.period());
             capture.start();
             self.report(true);
         } else if !want && capture.wanted() {
@@ -104,6 +106,14 @@ impl Gate {
         } else {
             self.pace();
         }
+    }
+
+    /// The guest's capture period, if it set its parameters.
+    fn period(&self) -> Option<Duration> {
+        let p = self.device.card().snapshot(Direction::Capture).params?;
+        Some(Duration::from_nanos(
+            p.bytes_to_ns(u64::from(p.period_bytes)),
+        ))
     }
 
     fn report(&self, open: bool) {

@@ -2,14 +2,14 @@
 //! user's description, that can fail and come back without the guest noticing more
 //! than silence.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use std::time::Duration;
 
 use gst::prelude::*;
 use log::{error, info};
 
-use crate::naming;
+use crate::{naming, segment};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Side {
@@ -38,6 +38,8 @@ pub struct HostPipeline {
     running: RefCell<Option<(gst::Pipeline, gst::bus::BusWatchGuard)>>,
     /// Whether the pipeline should run (a failed one is retried only then).
     wanted: RefCell<bool>,
+    /// The guest's capture period, which sizes the host source's reads.
+    period: Cell<Option<Duration>>,
 }
 
 impl HostPipeline {
@@ -55,6 +57,7 @@ impl HostPipeline {
             name: name.to_owned(),
             running: RefCell::new(None),
             wanted: RefCell::new(false),
+            period: Cell::new(None),
         });
         p.build()?;
         Ok(p)
@@ -72,6 +75,9 @@ impl HostPipeline {
             .ok_or_else(|| format!("{what} pipeline has no vhostsnd element"))?;
         vhostsnd.set_property("socket", &self.socket);
         naming::apply(&pipeline, &vhostsnd, &self.name, self.side);
+        if let (Side::Capture, Some(period)) = (self.side, self.period.get()) {
+            segment::apply(&pipeline, period);
+        }
         Ok(pipeline)
     }
 
@@ -113,6 +119,11 @@ impl HostPipeline {
             // The bus has the error message with the reason; on_message reports it.
             info!("{what}: host pipeline did not start: {e}");
         }
+    }
+
+    /// The guest's period, for the capture pipelines built from now on.
+    pub fn set_period(&self, period: Option<Duration>) {
+        self.period.set(period);
     }
 
     /// Whether the pipeline is meant to run (it may be failing and about to retry).

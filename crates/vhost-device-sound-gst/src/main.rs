@@ -8,6 +8,7 @@ mod gate;
 mod host;
 mod logger;
 mod naming;
+mod segment;
 mod signals;
 
 use std::os::fd::FromRawFd;

@@ -124,13 +124,23 @@ const AMPLITUDE: f64 = 0.5;
 const CAPTURE_RATES: &[u32] = &[48000, 44100, 16000];
 const CAPTURE_SECS: f64 = 2.0;
 /// How much of a capture must be the tone: all of it but its first
-/// [`SERVER_TONE_START_SECS`] and its last 20 ms.
-const CAPTURE_MIN_SECS: f64 = 1.97;
-/// How soon the fed tone must start in the guest's recording: the guest suite's bound
-/// (`TONE_START_SECS`), plus one PipeWire quantum (256 frames, 5.3 ms at 48 kHz): a
-/// PipeWire record stream begins with that much silence before the source's audio
-/// (measured: 5.3 ms at every rate, where PulseAudio's begins with the tone).
-const SERVER_TONE_START_SECS: f64 = TONE_START_SECS + 256.0 / 48000.0;
+/// [`tone_start_secs`] and its last 20 ms.
+const CAPTURE_MIN_SECS: f64 = 1.95;
+
+/// How soon the fed tone must start in the guest's recording: the guest suite's
+/// bound (`TONE_START_SECS`), plus, with PipeWire, one cycle of its graph. A
+/// PipeWire record stream begins with one quantum of silence before the source's
+/// audio, where PulseAudio's begins with the tone. The daemon reads its source a
+/// guest period at a time, so no client asks for less than PipeWire's default
+/// quantum (1024 frames at 48 kHz, 21.3 ms). Measured without vhostsnd:
+/// `pulsesrc device=SINK.monitor latency-time=100000` gets 1024 leading zeros, and
+/// 0 to 256 with `latency-time=10000`.
+fn tone_start_secs(kind: Kind) -> f64 {
+    match kind {
+        Kind::PulseAudio => TONE_START_SECS,
+        Kind::PipeWire => TONE_START_SECS + 1024.0 / 48000.0,
+    }
+}
 /// Resampling rings for a few milliseconds where a tone starts or stops abruptly:
 /// the click check leaves that much out at each end.
 const EDGE_SECS: f64 = 0.005;
@@ -567,7 +577,12 @@ fn check_monitor(samples: &[f32]) -> (Vec<String>, Vec<String>) {
 
 /// Checks the guest's recording at `rate`: the fed tone on both channels, from at
 /// most 0.2 s in to the end, at its level, with no dropout and no click.
-fn check_capture(rate: u32, wav: Option<&Vec<u8>>, tone_hz: f64) -> (String, Vec<String>) {
+fn check_capture(
+    kind: Kind,
+    rate: u32,
+    wav: Option<&Vec<u8>>,
+    tone_hz: f64,
+) -> (String, Vec<String>) {
     let what = format!("capture at {rate} Hz");
     let Some(bytes) = wav else {
         return (
@@ -605,7 +620,7 @@ fn check_capture(rate: u32, wav: Option<&Vec<u8>>, tone_hz: f64) -> (String, Vec
             "; channel {c}: tone from {start:.3} s for {:.3} s",
             r.secs
         );
-        if start > SERVER_TONE_START_SECS {
+        if start > tone_start_secs(kind) {
             problems.push(format!(
                 "{what}, channel {c}: the tone starts {:.1} ms into the recording (the \
                  first period must hold the source's audio from START on)",
@@ -763,10 +778,19 @@ fn run(kind: Kind, rewinds: bool, side: HostSide) {
         host_t0.elapsed().as_secs_f64()
     ));
     let sink = sink_index(&server, audio_server::SINK).unwrap_or_else(|e| panic!("{title}: {e}"));
-    // A real-time sink's monitor is recorded in small fragments; a rewinding one
-    // with a long latency, which leaves the sink rendering as far ahead as on a
-    // desktop (10 ms would hold it near real time, hiding what it does).
-    let rec_latency = Duration::from_millis(if rewinds { 2000 } else { 10 });
+    // A real-time PulseAudio sink's monitor is recorded in small fragments; a
+    // rewinding one with a long latency, which leaves the sink rendering as far
+    // ahead as on a desktop (10 ms would hold it near real time, hiding what it
+    // does). PipeWire runs the whole graph at its smallest client's latency: a
+    // 10 ms recorder makes that 256 frames (5.3 ms), and under this machine's
+    // load the graph then misses cycles, each a quantum of zeros in the monitor
+    // (and xruns in `pw-top`'s ERR column for the recorder itself). 100 ms, as
+    // for the tone's player, leaves the graph the quantum a desktop's has.
+    let rec_latency = Duration::from_millis(match (kind, rewinds) {
+        (_, true) => 2000,
+        (Kind::PipeWire, false) => 100,
+        (Kind::PulseAudio, false) => 10,
+    });
     let rec_call = Instant::now();
     let rec = server
         .start_recording_with_latency(audio_server::SINK_MONITOR, rec_latency)
@@ -889,7 +913,8 @@ fn run(kind: Kind, rewinds: bool, side: HostSide) {
                     Some(rc) => problems.push(format!("arecord at {r} Hz exited with {rc}")),
                     None => problems.push(format!("the capture at {r} Hz never ended")),
                 }
-                let (l, p) = check_capture(r, o.files.get(&format!("r{r}.wav")), tone_hz);
+                let wav = o.files.get(&format!("r{r}.wav"));
+                let (l, p) = check_capture(kind, r, wav, tone_hz);
                 lines.push(l);
                 problems.extend(p);
             }
