@@ -40,25 +40,21 @@ pub fn apply(pipeline: &gst::Pipeline, period: Duration) {
 }
 
 fn size(src: &gst::Element, period: Duration) {
-    let default = default_us(src, "latency-time");
-    let (Some(default), Ok(set)) = (default, src.property_value("latency-time").get::<i64>())
+    let Some(default) = src
+        .find_property("latency-time")
+        .and_then(|p| p.downcast::<gst::glib::ParamSpecInt64>().ok())
+        .map(|p| p.default_value())
     else {
         return;
     };
-    if set != default {
+    // The pspec is an int64 one, so reading it as i64 cannot fail.
+    if src.property::<i64>("latency-time") != default {
         return;
     }
     let segment = segment_us(period, default);
     src.set_property("latency-time", segment);
     let buffer = src.property::<i64>("buffer-time");
     src.set_property("buffer-time", buffer.max(segment * i64::from(SEGMENTS)));
-}
-
-fn default_us(src: &gst::Element, name: &str) -> Option<i64> {
-    let pspec = src.find_property(name)?;
-    pspec
-        .downcast_ref::<gst::glib::ParamSpecInt64>()
-        .map(|p| p.default_value())
 }
 
 /// One guest period in microseconds, within GStreamer's default and
