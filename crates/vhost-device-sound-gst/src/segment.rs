@@ -47,8 +47,7 @@ fn size(src: &gst::Element, period: Duration) {
     else {
         return;
     };
-    // The pspec is an int64 one, so reading it as i64 cannot fail.
-    if src.property::<i64>("latency-time") != default {
+    if src.property_value("latency-time").get::<i64>().ok() != Some(default) {
         return;
     }
     let segment = segment_us(period, default);
