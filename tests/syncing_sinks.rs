@@ -1,7 +1,9 @@
 //! vhostsndsrc into sinks that synchronise to the clock, as a host's audio output
 //! does, whatever period the guest picks: the pipeline's latency follows the guest's
-//! period, so no buffer is late and none is dropped, alone or with several guests
-//! mixed by one `audiomixer`.
+//! period, so every buffer reaches the sink's buffer in time, alone or with several
+//! guests mixed by one `audiomixer`. (A `queue` stands for the audio sink's ring
+//! buffer, which takes audio ahead of its time; an appsink that synchronises takes
+//! one buffer at a time, so the thread feeding it is what a stall would delay.)
 
 mod support;
 
@@ -21,8 +23,14 @@ use support::*;
 /// Guest periods as Linux's drivers pick them here (10 ms at the smallest, 62.5 ms
 /// for aplay and alsabat, 125 ms for arecord), in frames at 48 kHz.
 const PERIODS: [u32; 3] = [480, 3000, 6000];
-/// Late buffers a syncing audio sink still takes (GstAudioBaseSink's default).
-const MAX_LATENESS: &str = "max-lateness=20000000";
+/// What the sink and the mixer add to the latency the sources report, as a host's
+/// audio output does with its buffer: these machines' vCPUs stall now and then
+/// (`perf sched` showed a 10 ms tick's timer fire 27 ms late with its CPU idle, and a
+/// CI run had a 50 ms stall), which no live pipeline without a margin survives.
+/// Appsink's default margin (its processing deadline) is 20 ms.
+const HEADROOM: gst::ClockTime = gst::ClockTime::from_mseconds(60);
+/// audiomixer's output buffers (its default, set so the latency can be checked).
+const MIX_BUFFER: gst::ClockTime = gst::ClockTime::from_mseconds(10);
 /// Amplitude of each guest's tone, so that three fit into one mix.
 const LEVEL: f64 = 0.25;
 
@@ -83,49 +91,90 @@ fn guest_plays(
 }
 
 /// What reached an appsink that synchronises: the left channel of its stereo S16
-/// input, and how late the start of each buffer was against the clock, the
-/// pipeline's latency counted in (a real audio sink cannot play what comes late).
+/// input, how late each buffer reached the sink's buffer (the queue named `ring`)
+/// against the clock, the pipeline's latency counted in (a real audio sink cannot
+/// play what comes late), and when the source pushed each.
 #[derive(Default)]
 struct Arrivals {
     left: Vec<f32>,
     latest: Duration,
     /// The first buffers that came more than 5 ms late: timestamp, lateness, GAP.
     late: Vec<(gst::ClockTime, Duration, bool)>,
+    /// For each buffer the element named `src` pushed, in ns, when it did minus when
+    /// its last sample was due.
+    pushed: Vec<i64>,
 }
 
+/// Records what reaches the sink named `out`, and when a source named `src` (if
+/// any) pushes.
 fn collect(w: &Watched) -> Arc<Mutex<Arrivals>> {
     let arrivals = Arc::new(Mutex::new(Arrivals::default()));
-    let a = arrivals.clone();
+    if let Some(src) = w.pipeline.by_name("src") {
+        let a = arrivals.clone();
+        let el = src.clone();
+        src.static_pad("src").expect("the source's pad").add_probe(
+            gst::PadProbeType::BUFFER,
+            move |_, info| {
+                let due = info
+                    .buffer()
+                    .and_then(|b| b.pts().zip(b.duration()))
+                    .zip(el.base_time())
+                    .map(|((pts, d), base)| base + pts + d);
+                if let (Some(now), Some(due)) = (el.clock().map(|c| c.time()), due) {
+                    let delay = now.nseconds() as i64 - due.nseconds() as i64;
+                    lock(&a).pushed.push(delay);
+                }
+                gst::PadProbeReturn::Ok
+            },
+        );
+    }
     let out = w.pipeline.by_name("out").expect("the sink");
-    let base_sink = out
+    let sink = out
         .clone()
         .downcast::<gst_base::BaseSink>()
         .expect("a base sink");
+    let a = arrivals.clone();
+    let ring = w
+        .pipeline
+        .by_name("ring")
+        .expect("the queue before the sink");
+    ring.static_pad("sink").expect("the queue's pad").add_probe(
+        gst::PadProbeType::BUFFER,
+        move |_, info| {
+            let (Some(buf), Some(clock)) = (info.buffer(), sink.clock()) else {
+                return gst::PadProbeReturn::Ok;
+            };
+            // The sink holds the buffer it prerolls on until the pipeline's latency
+            // is configured.
+            let latency = sink.latency();
+            let due = sink
+                .base_time()
+                .zip(buf.pts())
+                .map(|(b, pts)| b + pts + latency);
+            let Some(due) = due.filter(|_| latency > gst::ClockTime::ZERO) else {
+                return gst::PadProbeReturn::Ok;
+            };
+            let late = clock.time().saturating_sub(due);
+            let mut a = lock(&a);
+            a.latest = a.latest.max(Duration::from_nanos(late.nseconds()));
+            if late > gst::ClockTime::from_mseconds(5) && a.late.len() < 10 {
+                let gap = buf.flags().contains(gst::BufferFlags::GAP);
+                let pts = buf.pts().unwrap_or_default();
+                a.late
+                    .push((pts, Duration::from_nanos(late.nseconds()), gap));
+            }
+            gst::PadProbeReturn::Ok
+        },
+    );
+    let a = arrivals.clone();
     let appsink = out.downcast::<gst_app::AppSink>().expect("an appsink");
     appsink.set_callbacks(
         gst_app::AppSinkCallbacks::builder()
             .new_sample(move |sink| {
                 let sample = sink.pull_sample().map_err(|_| gst::FlowError::Eos)?;
                 let buf = sample.buffer().ok_or(gst::FlowError::Error)?;
-                let due = sink
-                    .base_time()
-                    .zip(buf.pts())
-                    .map(|(b, pts)| b + pts + base_sink.latency());
-                let now = sink.clock().map(|c| c.time());
-                let late = match (now, due) {
-                    (Some(now), Some(due)) => now.saturating_sub(due),
-                    _ => gst::ClockTime::ZERO,
-                };
                 let map = buf.map_readable().map_err(|_| gst::FlowError::Error)?;
-                let mut a = a.lock().unwrap();
-                a.latest = a.latest.max(Duration::from_nanos(late.nseconds()));
-                if late > gst::ClockTime::from_mseconds(5) && a.late.len() < 10 {
-                    let gap = buf.flags().contains(gst::BufferFlags::GAP);
-                    let pts = buf.pts().unwrap_or_default();
-                    a.late
-                        .push((pts, Duration::from_nanos(late.nseconds()), gap));
-                }
-                a.left.extend(
+                lock(&a).left.extend(
                     map.chunks_exact(4)
                         .map(|b| f32::from(i16::from_le_bytes([b[0], b[1]])) / 32768.0),
                 );
@@ -136,23 +185,35 @@ fn collect(w: &Watched) -> Arc<Mutex<Arrivals>> {
     arrivals
 }
 
-/// Lateness a loaded machine's scheduling may add; a latency planned for the wrong
-/// period makes buffers 50 to 115 ms late.
+/// The streaming threads go on after a failed assertion: they must not panic on the
+/// lock the test held.
+fn lock(a: &Mutex<Arrivals>) -> std::sync::MutexGuard<'_, Arrivals> {
+    a.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Everything collected so far, leaving the streaming threads an empty record.
+fn take(arrivals: &Mutex<Arrivals>) -> Arrivals {
+    std::mem::take(&mut *lock(arrivals))
+}
+
+/// The pipeline's latency is the sources' (the longest guest period) plus what the
+/// mixer and the sink add, exactly: a latency planned for another period would make
+/// buffers late or the sink's margin smaller.
+fn assert_latency(w: &Watched, expected: gst::ClockTime, what: &str) {
+    assert_eq!(w.latency(), expected, "{what}: the pipeline's latency");
+}
+
+/// Lateness past the headroom that a loaded machine may still add; a latency planned
+/// for 10 ms periods where the guest has 125 ms makes buffers 55 ms late even so.
 const SCHEDULING: Duration = Duration::from_millis(15);
 
-/// Nothing was late, dropped or reported by QoS, and nothing failed.
+/// Nothing was late, and nothing failed.
 fn assert_on_time(w: &Watched, arrivals: &Arrivals, what: &str) {
     assert!(
         arrivals.latest <= SCHEDULING,
         "{what}: a buffer reached the sink {:?} late: {:?}",
         arrivals.latest,
         arrivals.late
-    );
-    assert_eq!(w.dropped("out"), 0, "{what}: the sink dropped late buffers");
-    assert_eq!(
-        w.count(|m| matches!(m, gst::MessageView::Qos(_))),
-        0,
-        "{what}: QoS messages"
     );
     assert!(w.errors().is_empty(), "{what}: {:?}", w.errors());
 }
@@ -162,9 +223,10 @@ fn a_syncing_sink_gets_every_buffer_on_time_whatever_the_guests_period() {
     for (frames, freq) in PERIODS.iter().zip([500.0, 700.0, 1100.0]) {
         let socket = socket_path(&format!("sync-{frames}"));
         let w = Watched::launch(&format!(
-            "vhostsndsrc socket={} ! audio/x-raw,format=S16LE,rate=48000,channels=2 ! \
-             appsink name=out sync=true qos=true {MAX_LATENESS}",
-            socket.display()
+            "vhostsndsrc name=src socket={} ! audio/x-raw,format=S16LE,rate=48000,channels=2 ! \
+             queue name=ring ! appsink name=out sync=true processing-deadline={}",
+            socket.display(),
+            HEADROOM.nseconds()
         ));
         let arrivals = collect(&w);
         let period = Duration::from_secs_f64(f64::from(*frames) / 48000.0);
@@ -172,13 +234,19 @@ fn a_syncing_sink_gets_every_buffer_on_time_whatever_the_guests_period() {
         assert!(guest_plays(socket, *frames, freq, secs).join().unwrap() > 0);
         thread::sleep(period + Duration::from_millis(100));
         let what = format!("{} ms periods", period.as_secs_f64() * 1000.0);
-        assert!(
-            w.latency() >= gst::ClockTime::from_nseconds(period.as_nanos() as u64),
-            "{what}: pipeline latency {} is below a period",
-            w.latency()
-        );
-        let arrivals = arrivals.lock().unwrap();
+        let period = gst::ClockTime::from_nseconds(period.as_nanos() as u64);
+        assert_latency(&w, period + HEADROOM, &what);
+        let arrivals = take(&arrivals);
         assert_on_time(&w, &arrivals, &what);
+        // The source pushes each period as its last sample is due, which is the
+        // latency it reports: the headroom covers stalls, not a source that is slow.
+        let mut pushed = arrivals.pushed.clone();
+        pushed.sort_unstable();
+        let median = pushed.get(pushed.len() / 2).copied().unwrap_or(i64::MAX);
+        assert!(
+            median < 5_000_000,
+            "{what}: the median buffer was pushed {median} ns after its last sample was due"
+        );
         let (heard, gaps) = tone_gaps(&arrivals.left, freq);
         assert!(gaps.is_empty(), "{what}: gaps at {gaps:?} s");
         assert!(
@@ -222,8 +290,11 @@ fn several_guests_mixed_into_one_syncing_sink_keep_their_audio() {
         .map(|s| format!("vhostsndsrc socket={} ! mix. ", s.display()))
         .collect();
     let w = Watched::launch(&format!(
-        "audiomixer name=mix ! audio/x-raw,format=S16LE,rate=48000,channels=2 ! \
-         appsink name=out sync=true qos=true {MAX_LATENESS} {sources}"
+        "audiomixer name=mix latency={h} output-buffer-duration={b} ! \
+         audio/x-raw,format=S16LE,rate=48000,channels=2 ! \
+         queue name=ring ! appsink name=out sync=true processing-deadline={h} {sources}",
+        h = HEADROOM.nseconds(),
+        b = MIX_BUFFER.nseconds()
     ));
     let arrivals = collect(&w);
     let freqs = [500.0, 700.0, 1100.0];
@@ -239,7 +310,13 @@ fn several_guests_mixed_into_one_syncing_sink_keep_their_audio() {
     }
     // The last periods leave the mixer after its latency.
     thread::sleep(Duration::from_millis(400));
-    let arrivals = arrivals.lock().unwrap();
+    let longest = PERIODS
+        .iter()
+        .max()
+        .map_or(0, |&f| u64::from(f) * 1_000_000_000 / 48000);
+    let longest = gst::ClockTime::from_nseconds(longest);
+    assert_latency(&w, longest + MIX_BUFFER + HEADROOM + HEADROOM, "the mix");
+    let arrivals = take(&arrivals);
     for (frames, f) in PERIODS.iter().zip(freqs) {
         let (heard, gaps) = tone_gaps(&arrivals.left, f);
         let what = format!("guest with {frames}-frame periods ({f} Hz)");

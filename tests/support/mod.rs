@@ -124,7 +124,8 @@ pub fn completed(g: &mut FakeGuest, p: &PcmParams) -> Vec<u8> {
     c.data
 }
 
-/// A playing pipeline whose bus errors, QoS and latency messages are collected.
+/// A playing pipeline whose bus messages are collected (errors are read back), its
+/// latency recalculated as an application does.
 pub struct Watched {
     pub pipeline: gst::Pipeline,
     messages: Arc<Mutex<Vec<gst::Message>>>,
@@ -166,15 +167,6 @@ impl Watched {
         Watched { pipeline, messages }
     }
 
-    pub fn count(&self, pred: impl Fn(&gst::MessageView) -> bool) -> usize {
-        self.messages
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|m| pred(&m.view()))
-            .count()
-    }
-
     pub fn errors(&self) -> Vec<String> {
         self.messages
             .lock()
@@ -185,15 +177,6 @@ impl Watched {
                 _ => None,
             })
             .collect()
-    }
-
-    /// Buffers the sink named `name` dropped for lateness.
-    pub fn dropped(&self, name: &str) -> u64 {
-        let sink = self.pipeline.by_name(name).expect("the sink");
-        let stats = sink.property::<gst::Structure>("stats");
-        stats
-            .get::<u64>("dropped")
-            .expect("dropped in the sink's stats")
     }
 
     pub fn latency(&self) -> gst::ClockTime {
