@@ -38,6 +38,12 @@ fn stereo_s16(period_frames: u32) -> PcmParams {
     params(formats::FMT_S16, 48000, 2, period_frames)
 }
 
+/// How long a guest period of `period_frames` lasts.
+fn period_time(period_frames: u32) -> gst::ClockTime {
+    let p = stereo_s16(period_frames);
+    gst::ClockTime::from_nseconds(p.bytes_to_ns(u64::from(p.period_bytes)))
+}
+
 /// `frames` frames of a `freq` Hz sine at [`LEVEL`], from frame `first`.
 fn sine(freq: f64, first: u64, frames: u64) -> Vec<u8> {
     let mut out = Vec::with_capacity(frames as usize * 4);
@@ -141,27 +147,27 @@ fn collect(w: &Watched) -> Arc<Mutex<Arrivals>> {
     ring.static_pad("sink").expect("the queue's pad").add_probe(
         gst::PadProbeType::BUFFER,
         move |_, info| {
-            let (Some(buf), Some(clock)) = (info.buffer(), sink.clock()) else {
-                return gst::PadProbeReturn::Ok;
-            };
             // The sink holds the buffer it prerolls on until the pipeline's latency
             // is configured.
             let latency = sink.latency();
-            let due = sink
-                .base_time()
-                .zip(buf.pts())
-                .map(|(b, pts)| b + pts + latency);
-            let Some(due) = due.filter(|_| latency > gst::ClockTime::ZERO) else {
+            let (Some(buf), Some(clock), true) =
+                (info.buffer(), sink.clock(), latency > gst::ClockTime::ZERO)
+            else {
                 return gst::PadProbeReturn::Ok;
             };
-            let late = clock.time().saturating_sub(due);
+            let Some(due) = sink
+                .base_time()
+                .zip(buf.pts())
+                .map(|(b, pts)| b + pts + latency)
+            else {
+                return gst::PadProbeReturn::Ok;
+            };
+            let late = Duration::from_nanos(clock.time().saturating_sub(due).nseconds());
             let mut a = lock(&a);
-            a.latest = a.latest.max(Duration::from_nanos(late.nseconds()));
-            if late > gst::ClockTime::from_mseconds(5) && a.late.len() < 10 {
+            a.latest = a.latest.max(late);
+            if late > Duration::from_millis(5) && a.late.len() < 10 {
                 let gap = buf.flags().contains(gst::BufferFlags::GAP);
-                let pts = buf.pts().unwrap_or_default();
-                a.late
-                    .push((pts, Duration::from_nanos(late.nseconds()), gap));
+                a.late.push((buf.pts().unwrap_or_default(), late, gap));
             }
             gst::PadProbeReturn::Ok
         },
@@ -229,20 +235,22 @@ fn a_syncing_sink_gets_every_buffer_on_time_whatever_the_guests_period() {
             HEADROOM.nseconds()
         ));
         let arrivals = collect(&w);
-        let period = Duration::from_secs_f64(f64::from(*frames) / 48000.0);
+        let period = period_time(*frames);
         let secs = 1.5;
         assert!(guest_plays(socket, *frames, freq, secs).join().unwrap() > 0);
-        thread::sleep(period + Duration::from_millis(100));
-        let what = format!("{} ms periods", period.as_secs_f64() * 1000.0);
-        let period = gst::ClockTime::from_nseconds(period.as_nanos() as u64);
+        thread::sleep(Duration::from_nanos(period.nseconds()) + Duration::from_millis(100));
+        let what = format!("{} ms periods", period.nseconds() as f64 / 1e6);
         assert_latency(&w, period + HEADROOM, &what);
-        let arrivals = take(&arrivals);
+        let mut arrivals = take(&arrivals);
         assert_on_time(&w, &arrivals, &what);
         // The source pushes each period as its last sample is due, which is the
         // latency it reports: the headroom covers stalls, not a source that is slow.
-        let mut pushed = arrivals.pushed.clone();
-        pushed.sort_unstable();
-        let median = pushed.get(pushed.len() / 2).copied().unwrap_or(i64::MAX);
+        arrivals.pushed.sort_unstable();
+        let median = arrivals
+            .pushed
+            .get(arrivals.pushed.len() / 2)
+            .copied()
+            .unwrap_or(i64::MAX);
         assert!(
             median < 5_000_000,
             "{what}: the median buffer was pushed {median} ns after its last sample was due"
@@ -312,9 +320,9 @@ fn several_guests_mixed_into_one_syncing_sink_keep_their_audio() {
     thread::sleep(Duration::from_millis(400));
     let longest = PERIODS
         .iter()
+        .map(|&f| period_time(f))
         .max()
-        .map_or(0, |&f| u64::from(f) * 1_000_000_000 / 48000);
-    let longest = gst::ClockTime::from_nseconds(longest);
+        .unwrap_or_default();
     assert_latency(&w, longest + MIX_BUFFER + HEADROOM + HEADROOM, "the mix");
     let arrivals = take(&arrivals);
     for (frames, f) in PERIODS.iter().zip(freqs) {
